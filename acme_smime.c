@@ -132,7 +132,9 @@ tb_putn(textbuf *tb, const char *s, size_t n)
 		tb->overflow = 1;
 		return;
 	}
-	memcpy(tb->buf + tb->len, s, n);
+	/* memmove: tb_put_b64url() appends bytes that may already sit at
+	 * the write position. */
+	memmove(tb->buf + tb->len, s, n);
 	tb->len += n;
 }
 
