@@ -3,6 +3,10 @@
 #   make          build the library with gcc and clang, and the POSIX examples
 #   make deps     install the Debian packages needed (tests/install_deps.sh)
 #   make test     deps + strict builds + unit tests (gcc, clang ASan/UBSan)
+#                 + a short deterministic libFuzzer run of every fuzz target
+#   make fuzz-build   build the libFuzzer targets tests/fuzz/fuzz_*.c
+#   make fuzz-smoke   run each target FUZZ_SECONDS (default 10) from its seeds
+#   make fuzz         the same, FUZZ_SECONDS default 300
 #   make clean    remove build/
 
 GCC   ?= gcc
@@ -37,7 +41,23 @@ TEST_NAMES := $(patsubst tests/unit/%.c,%,$(TEST_SRCS))
 TESTS_GCC  := $(addprefix $(BUILD)/test-gcc/,$(TEST_NAMES))
 TESTS_ASAN := $(addprefix $(BUILD)/test-asan/,$(TEST_NAMES))
 
-.PHONY: all deps test test-bins clean
+# libFuzzer targets: each tests/fuzz/fuzz_X.c includes acme_smime.c itself
+# (to reach the static parsers) and is built alone. Seeds are in
+# tests/fuzz/corpus/fuzz_X/, crash reproducers kept as seeds in
+# tests/fuzz/regressions/fuzz_X/; tests/fuzz/run_fuzz.sh runs them on a
+# copy under build/fuzz/work/. FUZZ_TARGETS picks a subset.
+FUZZ_CC      ?= $(shell command -v clang-14 >/dev/null 2>&1 && echo clang-14 || echo clang)
+FUZZ_CFLAGS  := -std=c99 -g -O1 -I. -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all
+FUZZ_SECONDS ?= 10
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_HDRS    := $(wildcard tests/fuzz/*.h)
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
+FUZZ_BINS    := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
+# make fuzz: 300 s per target unless FUZZ_SECONDS is given explicitly.
+FUZZ_LONG_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),300)
+
+.PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz clean
 
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES)
 
@@ -46,7 +66,7 @@ deps:
 
 # deps first, then build, then run: sequenced even under make -j.
 test: deps
-	$(MAKE) --no-print-directory all test-bins
+	$(MAKE) --no-print-directory all test-bins fuzz-build
 	bash tests/run_tests.sh
 
 test-bins: $(TESTS_GCC) $(TESTS_ASAN)
@@ -62,6 +82,14 @@ $(BUILD)/clang/acme_smime.o: $(LIB_DEPS)
 $(BUILD)/%: examples/posix/%.c $(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. $< $(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
 
+# The enrollment CLI runs on the POSIX port (sockets, clock, entropy,
+# http-01 responder) and the file-backed NOR flash.
+POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c
+$(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(POSIX_PORT) \
+		$(wildcard port/posix/*.h) $(BUILD)/gcc/acme_smime.o acme_smime.h
+	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix $< $(POSIX_PORT) \
+		$(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
+
 $(BUILD)/test-gcc/%: tests/unit/%.c $(LIB_DEPS) $(TEST_HDRS)
 	@mkdir -p $(@D)
 	$(GCC) $(TEST_CFLAGS) $< $(TEST_LIBS) -o $@
@@ -69,6 +97,18 @@ $(BUILD)/test-gcc/%: tests/unit/%.c $(LIB_DEPS) $(TEST_HDRS)
 $(BUILD)/test-asan/%: tests/unit/%.c $(LIB_DEPS) $(TEST_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(TEST_CFLAGS) $(ASAN_FLAGS) $< $(TEST_LIBS) -o $@
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_DEPS) $(FUZZ_HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(LIBS) -o $@
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz-smoke: fuzz-build
+	bash tests/fuzz/run_fuzz.sh -t $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	bash tests/fuzz/run_fuzz.sh -t $(FUZZ_LONG_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(BUILD)

@@ -9,9 +9,14 @@
  *   2. JSON on jsmn                (validate, find, unescape, build)
  *   3. keys and JOSE               (key generation, JWK, thumbprint, ES256 JWS)
  *   4. PKCS#10 CSR writer          (DER, rfc822Name/dNSName SANs, key usage)
- *   5. RFC 8823                    (token assembly and digest)
+ *   5. ACME objects and RFC 8823   (request payloads, authorizations,
+ *                                   token assembly and digest)
  *   6. mail                        (RFC 5322 headers, RFC 2047, addresses,
  *                                   challenge-mail checks, response writer)
+ *   7. transport                   (BearSSL client over the socket hooks,
+ *                                   trust anchors from PEM)
+ *   8. HTTP/1.1 client             (request writer, streaming response parser)
+ *   9. engine                      (the RFC 8555 flow as a state machine)
  *
  * Nothing here allocates memory, keeps global state or blocks.
  */
@@ -1783,4 +1788,3728 @@ acme_smime_rfc8823_digest(const char *token_part1, const char *token_part2,
 	br_sha256_out(&sha, h);
 	b64url_encode(out, ACME_SMIME_DIGEST_SIZE, h, sizeof h);
 	return ACME_SMIME_OK;
+}
+
+/* ========================================================================
+ * 6. Mail: RFC 5322 header fields, RFC 2047 encoded-words, addresses,
+ *    the RFC 8823 challenge-mail checks and the response-mail writer
+ * ====================================================================== */
+
+/*
+ * The challenge mail is hostile input: anyone can send us mail. It is read
+ * in place and never copied whole. One pass over the header finds the few
+ * fields we examine; each is then unfolded, one at a time, into a single
+ * scratch buffer of ACME_SMIME_MAX_HEADER bytes. Everything else in the
+ * header (DKIM signatures, Received chains) is skipped, whatever its size.
+ */
+
+/* The fields we examine; any of them appearing twice refuses the mail,
+ * since a forger could hope that we read one copy and a signature
+ * checker the other. */
+enum mail_field {
+	FIELD_SUBJECT,
+	FIELD_FROM,
+	FIELD_TO,
+	FIELD_REPLY_TO,
+	FIELD_AUTO_SUBMITTED,
+	FIELD_MESSAGE_ID,
+	FIELD_REFERENCES,
+	FIELD_COUNT
+};
+
+static const char *const mail_field_names[FIELD_COUNT] = {
+	"Subject", "From", "To", "Reply-To", "Auto-Submitted", "Message-ID",
+	"References"
+};
+
+/* Where a field's value (after the colon, still folded) lies in the mail. */
+typedef struct {
+	const char *raw;        /* NULL when the field is absent */
+	size_t raw_len;
+} field_span;
+
+typedef struct {
+	field_span field[FIELD_COUNT];
+} mail_header;
+
+/* Deepest nesting of RFC 5322 comments we follow. */
+#define MAIL_COMMENT_DEPTH 8
+
+/* Bytes a token part decodes to, at most. */
+#define MAIL_TOKEN_BYTES ((ACME_SMIME_MAX_TOKEN + 3) / 4 * 3)
+
+/* RFC 8823 section 3.1: token-part1 carries at least 128 bits. */
+#define MAIL_TOKEN_MIN_BYTES 16
+
+/* RFC 5322 section 2.1.1: lines SHOULD stay within 78 characters. */
+#define MAIL_LINE_SOFT_MAX 78
+
+/* Largest Unix time whose date has a four-digit year (9999-12-31). */
+#define MAIL_DATE_MAX UINT64_C(253402300799)
+
+static int
+is_wsp(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Printable US-ASCII, space excluded (RFC 5322 VCHAR). */
+static int
+is_vchar(int c)
+{
+	return c > 0x20 && c < 0x7f;
+}
+
+/* RFC 5322 atext, plus the UTF-8 bytes RFC 6532 allows in addresses. */
+static int
+is_atext(int c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+	    || (c >= '0' && c <= '9') || c >= 0x80) {
+		return 1;
+	}
+	return c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+}
+
+/* NUL and the control characters but TAB: they have no business in a
+ * decoded Subject or a quoted string, and could hide text in a log line. */
+static int
+is_forbidden_control(int c)
+{
+	return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+/* Length of s when it ends within max characters, else max + 1. Reads at
+ * most max + 1 bytes, so a fixed field of max + 1 bytes that lost its NUL
+ * is still read within bounds. */
+static size_t
+bounded_len(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	while (n <= max && s[n] != '\0') {
+		n++;
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------------
+ * 6.1 Header scan
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Bounds of the line starting at pos: its text ends at *end (before CR LF
+ * or LF), the next line starts at *next. A NUL, or a CR that does not end
+ * the line, makes the header malformed: both let two parsers disagree on
+ * where a field stops. A lone CR at the very end of the mail is taken as a
+ * truncated line end.
+ */
+static int
+header_line_bounds(const char *mail, size_t mail_len, size_t pos,
+	size_t *end, size_t *next)
+{
+	size_t i;
+
+	for (i = pos; i < mail_len; i++) {
+		if (mail[i] == '\n') {
+			*end = i;
+			*next = i + 1;
+			return 0;
+		}
+		if (mail[i] == '\0') {
+			return -1;
+		}
+		if (mail[i] == '\r') {
+			if (i + 1 < mail_len && mail[i + 1] != '\n') {
+				return -1;
+			}
+			*end = i;
+			*next = (i + 1 < mail_len) ? i + 2 : mail_len;
+			return 0;
+		}
+	}
+	*end = mail_len;
+	*next = mail_len;
+	return 0;
+}
+
+/* Position of the colon that ends the field name opening a line, or 0
+ * when the line has no valid name (RFC 5322 ftext; the obsolete white
+ * space before the colon is tolerated). */
+static size_t
+header_name_end(const char *line, size_t len, size_t *name_len)
+{
+	size_t i = 0, n;
+
+	while (i < len && is_vchar((unsigned char)line[i]) && line[i] != ':') {
+		i++;
+	}
+	n = i;
+	while (i < len && is_wsp((unsigned char)line[i])) {
+		i++;
+	}
+	if (n == 0 || i >= len || line[i] != ':') {
+		return 0;
+	}
+	*name_len = n;
+	return i;
+}
+
+static int
+mail_field_lookup(const char *name, size_t len)
+{
+	int k;
+
+	for (k = 0; k < FIELD_COUNT; k++) {
+		if (ascii_caseeq(name, len, mail_field_names[k])) {
+			return k;
+		}
+	}
+	return FIELD_COUNT;
+}
+
+/* State of the header scan between lines. */
+typedef struct {
+	mail_header *hdr;
+	int current;            /* field being continued; FIELD_COUNT = skipped */
+	int have_field;         /* a field line was seen (continuations allowed) */
+	size_t unfolded;        /* unfolded length of the current examined field */
+	int too_long;
+	int duplicate;
+} header_scan_state;
+
+static void
+header_scan_field(header_scan_state *st, const char *line, size_t len,
+	size_t name_len, size_t colon)
+{
+	int which = mail_field_lookup(line, name_len);
+
+	st->have_field = 1;
+	st->current = FIELD_COUNT;
+	if (which == FIELD_COUNT) {
+		return;
+	}
+	st->unfolded = len - (colon + 1);
+	if (st->unfolded > ACME_SMIME_MAX_HEADER) {
+		st->too_long = 1;
+	}
+	if (st->hdr->field[which].raw != NULL) {
+		st->duplicate = 1;
+		return;
+	}
+	st->hdr->field[which].raw = line + colon + 1;
+	st->hdr->field[which].raw_len = len - (colon + 1);
+	st->current = which;
+}
+
+static void
+header_scan_continuation(header_scan_state *st, const char *line, size_t len)
+{
+	field_span *f;
+
+	if (st->current == FIELD_COUNT) {
+		return;
+	}
+	st->unfolded += len;
+	if (st->unfolded > ACME_SMIME_MAX_HEADER) {
+		st->too_long = 1;
+	}
+	/* The span runs on over the line break; unfolding drops CR and LF. */
+	f = &st->hdr->field[st->current];
+	f->raw_len = (size_t)(line + len - f->raw);
+}
+
+/*
+ * Find the examined fields. The header ends at the first empty line or at
+ * the end of the mail. Structural faults win over limits and duplicates,
+ * so the scan reads the whole header before reporting those.
+ */
+static int
+header_scan(mail_header *hdr, const char *mail, size_t mail_len)
+{
+	header_scan_state st;
+	size_t pos = 0, end, next, name_len = 0, colon;
+
+	memset(hdr, 0, sizeof *hdr);
+	memset(&st, 0, sizeof st);
+	st.hdr = hdr;
+	st.current = FIELD_COUNT;
+	while (pos < mail_len) {
+		if (header_line_bounds(mail, mail_len, pos, &end, &next) < 0) {
+			return ACME_SMIME_MAIL_MALFORMED;
+		}
+		if (end == pos) {
+			break;
+		}
+		if (is_wsp((unsigned char)mail[pos])) {
+			if (!st.have_field) {
+				return ACME_SMIME_MAIL_MALFORMED;
+			}
+			header_scan_continuation(&st, mail + pos, end - pos);
+		} else {
+			colon = header_name_end(mail + pos, end - pos, &name_len);
+			if (colon == 0) {
+				return ACME_SMIME_MAIL_MALFORMED;
+			}
+			header_scan_field(&st, mail + pos, end - pos, name_len, colon);
+		}
+		pos = next;
+	}
+	if (!st.have_field) {
+		return ACME_SMIME_MAIL_MALFORMED;
+	}
+	if (st.too_long) {
+		return ACME_SMIME_MAIL_HEADER_TOO_LONG;
+	}
+	if (st.duplicate) {
+		return ACME_SMIME_MAIL_DUPLICATE_FIELD;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* Unfold a field's value into scratch (ACME_SMIME_MAX_HEADER + 1 bytes,
+ * NUL-terminated). The scan refused bare CRs, so every CR and LF inside a
+ * span is a fold. Returns 0 when the field is absent. */
+static int
+field_unfold(const mail_header *hdr, int which, char *scratch, size_t *len)
+{
+	const field_span *f = &hdr->field[which];
+	size_t i, n = 0;
+
+	if (f->raw == NULL) {
+		return 0;
+	}
+	for (i = 0; i < f->raw_len && n < ACME_SMIME_MAX_HEADER; i++) {
+		if (f->raw[i] != '\r' && f->raw[i] != '\n') {
+			scratch[n++] = f->raw[i];
+		}
+	}
+	scratch[n] = '\0';
+	*len = n;
+	return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * 6.2 RFC 2047 encoded-words (Subject only)
+ * ---------------------------------------------------------------------- */
+
+/* The parts of one "=?charset[*lang]?enc?text?=" word. */
+typedef struct {
+	size_t charset, charset_len;
+	int encoding;           /* 'q' or 'b' */
+	size_t text, text_len;
+	size_t end;             /* just after the closing "?=" */
+} encoded_word;
+
+/*
+ * Split the encoded-word starting at s[pos] ("=?"). An "=?" that does not
+ * open a complete word is refused rather than kept as text: no token
+ * contains "=?", so such a Subject is either broken or crafted.
+ */
+static int
+encoded_word_split(const char *s, size_t len, size_t pos, encoded_word *ew)
+{
+	size_t p = pos + 2;
+
+	ew->charset = p;
+	while (p < len && s[p] != '?' && is_vchar((unsigned char)s[p])) {
+		p++;
+	}
+	if (p + 2 >= len || s[p] != '?' || s[p + 2] != '?') {
+		return ACME_SMIME_MAIL_BAD_ENCODED_WORD;
+	}
+	ew->charset_len = p - ew->charset;
+	ew->encoding = to_lower((unsigned char)s[p + 1]);
+	p += 3;
+	ew->text = p;
+	while (p < len && s[p] != '?' && is_vchar((unsigned char)s[p])) {
+		p++;
+	}
+	if (p + 1 >= len || s[p] != '?' || s[p + 1] != '=') {
+		return ACME_SMIME_MAIL_BAD_ENCODED_WORD;
+	}
+	ew->text_len = p - ew->text;
+	ew->end = p + 2;
+	if (ew->charset_len == 0
+	    || (ew->encoding != 'q' && ew->encoding != 'b')) {
+		return ACME_SMIME_MAIL_BAD_ENCODED_WORD;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* RFC 8823 section 3.1 allows only UTF-8 and US-ASCII; an RFC 2231
+ * language suffix ("*en") is ignored. */
+static int
+encoded_word_charset_ok(const char *charset, size_t len)
+{
+	size_t n = 0;
+
+	while (n < len && charset[n] != '*') {
+		n++;
+	}
+	return ascii_caseeq(charset, n, "utf-8")
+		|| ascii_caseeq(charset, n, "us-ascii");
+}
+
+/* Q encoding: '_' is a space, "=XX" a hex byte. Writes at out, which never
+ * runs ahead of the text being read. Returns the decoded length or -1. */
+static int
+q_decode(char *out, const char *text, size_t len)
+{
+	size_t i = 0, n = 0;
+	int c, hi, lo;
+
+	while (i < len) {
+		c = (unsigned char)text[i++];
+		if (c == '_') {
+			c = ' ';
+		} else if (c == '=') {
+			if (len - i < 2) {
+				return -1;
+			}
+			hi = hex_value((unsigned char)text[i]);
+			lo = hex_value((unsigned char)text[i + 1]);
+			if (hi < 0 || lo < 0) {
+				return -1;
+			}
+			c = hi * 16 + lo;
+			i += 2;
+		}
+		if (is_forbidden_control(c)) {
+			return -1;
+		}
+		out[n++] = (char)c;
+	}
+	return (int)n;
+}
+
+/* B encoding: standard base64 with padding. */
+static int
+b_decode(char *out, size_t out_size, const char *text, size_t len)
+{
+	int n, i;
+
+	n = b64_decode((unsigned char *)out, out_size, text, len, B64_PAD_OK);
+	for (i = 0; i < n; i++) {
+		if (is_forbidden_control((unsigned char)out[i])) {
+			return -1;
+		}
+	}
+	return n < 0 ? -1 : n;
+}
+
+/*
+ * Decode the encoded-words of an unfolded Subject in place; *len is
+ * updated. In place is safe because decoding only shrinks: an encoded-word
+ * is at least eight characters longer than what it decodes to, so the write
+ * position stays behind the read position. White space between two
+ * adjacent encoded-words is dropped (RFC 2047 section 6.2).
+ */
+static int
+subject_decode(char *s, size_t *len)
+{
+	size_t r = 0, w = 0, after_word = 0;
+	int have_word = 0, n, reason;
+	encoded_word ew;
+
+	while (r < *len) {
+		if (s[r] != '=' || r + 1 >= *len || s[r + 1] != '?') {
+			if (!is_wsp((unsigned char)s[r])) {
+				have_word = 0;
+			}
+			s[w++] = s[r++];
+			continue;
+		}
+		reason = encoded_word_split(s, *len, r, &ew);
+		if (reason != ACME_SMIME_MAIL_OK) {
+			return reason;
+		}
+		if (!encoded_word_charset_ok(s + ew.charset, ew.charset_len)) {
+			return ACME_SMIME_MAIL_BAD_CHARSET;
+		}
+		if (have_word) {
+			w = after_word;
+		}
+		if (ew.encoding == 'q') {
+			n = q_decode(s + w, s + ew.text, ew.text_len);
+		} else {
+			n = b_decode(s + w, *len - w, s + ew.text, ew.text_len);
+		}
+		if (n < 0) {
+			return ACME_SMIME_MAIL_BAD_ENCODED_WORD;
+		}
+		w += (size_t)n;
+		r = ew.end;
+		after_word = w;
+		have_word = 1;
+	}
+	*len = w;
+	s[w] = '\0';
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * 6.3 Subject: "ACME:" and token-part1
+ * ---------------------------------------------------------------------- */
+
+/* Does the Subject start with a reply or forward marker ("Re:", "Fwd:",
+ * "Fw:", any case, white space tolerated before the colon)? Localised
+ * markers ("AW:", "SV:") fail the "ACME:" test that follows anyway. */
+static int
+subject_is_reply(const char *s, size_t len)
+{
+	static const char *const prefixes[] = { "re", "fwd", "fw" };
+	size_t k, n, i;
+
+	for (k = 0; k < ARRAY_LEN(prefixes); k++) {
+		n = strlen(prefixes[k]);
+		if (len < n || !ascii_caseeq(s, n, prefixes[k])) {
+			continue;
+		}
+		for (i = n; i < len && is_wsp((unsigned char)s[i]); i++) {
+			continue;
+		}
+		if (i < len && s[i] == ':') {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Check the decoded Subject and extract token-part1 into token.
+ * "ACME:" is matched case-insensitively: RFC 8823 writes it in ABNF, and
+ * RFC 5234 quoted strings are case-insensitive. All white space after it is
+ * removed (RFC 8823 section 3.1); '=' padding is kept verbatim because
+ * STRING concatenation uses the text exactly as received.
+ */
+static int
+subject_extract_token(const char *s, size_t len,
+	char token[ACME_SMIME_MAX_TOKEN + 1])
+{
+	unsigned char bytes[MAIL_TOKEN_BYTES];
+	size_t i = 0, n = 0;
+	int decoded;
+
+	while (i < len && is_space((unsigned char)s[i])) {
+		i++;
+	}
+	if (subject_is_reply(s + i, len - i)) {
+		return ACME_SMIME_MAIL_REPLY_SUBJECT;
+	}
+	if (len - i < 5 || !ascii_caseeq(s + i, 5, "ACME:")) {
+		return ACME_SMIME_MAIL_NOT_ACME_SUBJECT;
+	}
+	for (i += 5; i < len; i++) {
+		if (is_space((unsigned char)s[i])) {
+			continue;
+		}
+		if (n == ACME_SMIME_MAX_TOKEN) {
+			return ACME_SMIME_MAIL_LONG_TOKEN;
+		}
+		token[n++] = s[i];
+	}
+	token[n] = '\0';
+	if (n == 0) {
+		return ACME_SMIME_MAIL_BAD_TOKEN;
+	}
+	decoded = b64_decode(bytes, sizeof bytes, token, n, B64_URL | B64_PAD_OK);
+	if (decoded < 0) {
+		return ACME_SMIME_MAIL_BAD_TOKEN;
+	}
+	if (decoded < MAIL_TOKEN_MIN_BYTES) {
+		return ACME_SMIME_MAIL_SHORT_TOKEN;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * 6.4 Addresses (RFC 5322 section 3.4, the parts real mail uses)
+ *
+ * A lexer turns an unfolded value into words, specials and literals,
+ * skipping CFWS; a small parser reads mailboxes and groups from the tokens
+ * and writes each addr-spec with the CFWS removed. Obsolete routes
+ * ("<@a,@b:x@y>") and nested groups are refused.
+ * ---------------------------------------------------------------------- */
+
+enum addr_token_type {
+	ADDR_TOK_END,
+	ADDR_TOK_ATOM,          /* run of atext */
+	ADDR_TOK_QUOTED,        /* "..." with its quotes */
+	ADDR_TOK_LITERAL,       /* [...] with its brackets */
+	ADDR_TOK_SPECIAL,       /* one of < > @ , ; : . */
+	ADDR_TOK_ERROR
+};
+
+typedef struct {
+	int type;
+	const char *text;
+	size_t len;
+} addr_token;
+
+typedef struct {
+	const char *s;
+	size_t len;
+	size_t pos;
+} addr_lexer;
+
+/* Skip one comment, nested at most MAIL_COMMENT_DEPTH deep; pos is on its
+ * opening parenthesis. */
+static int
+addr_skip_comment(addr_lexer *lx)
+{
+	unsigned depth = 0;
+	int c;
+
+	while (lx->pos < lx->len) {
+		c = (unsigned char)lx->s[lx->pos++];
+		if (c == '\\') {
+			if (lx->pos >= lx->len) {
+				return -1;
+			}
+			lx->pos++;
+		} else if (c == '(') {
+			if (++depth > MAIL_COMMENT_DEPTH) {
+				return -1;
+			}
+		} else if (c == ')') {
+			if (--depth == 0) {
+				return 0;
+			}
+		}
+	}
+	return -1;
+}
+
+static int
+addr_skip_cfws(addr_lexer *lx)
+{
+	while (lx->pos < lx->len) {
+		if (is_wsp((unsigned char)lx->s[lx->pos])) {
+			lx->pos++;
+		} else if (lx->s[lx->pos] == '(') {
+			if (addr_skip_comment(lx) < 0) {
+				return -1;
+			}
+		} else {
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Length of the quoted string or domain literal at pos (delimiters
+ * included), or 0 when it is unterminated or holds a control character. */
+static size_t
+addr_delimited_len(const addr_lexer *lx, int close)
+{
+	size_t i = lx->pos + 1;
+	int c;
+
+	while (i < lx->len) {
+		c = (unsigned char)lx->s[i++];
+		if (c == close) {
+			return i - lx->pos;
+		}
+		if (is_forbidden_control(c) || (close == ']' && c == '[')) {
+			return 0;
+		}
+		if (c == '\\') {
+			if (close == ']' || i >= lx->len) {
+				return 0;
+			}
+			i++;
+		}
+	}
+	return 0;
+}
+
+static void
+addr_lex(addr_lexer *lx, addr_token *t)
+{
+	int c;
+	size_t n;
+
+	t->type = ADDR_TOK_ERROR;
+	t->text = lx->s + lx->pos;
+	t->len = 0;
+	if (addr_skip_cfws(lx) < 0) {
+		return;
+	}
+	t->text = lx->s + lx->pos;
+	if (lx->pos >= lx->len) {
+		t->type = ADDR_TOK_END;
+		return;
+	}
+	c = (unsigned char)lx->s[lx->pos];
+	if (c == '"' || c == '[') {
+		n = addr_delimited_len(lx, c == '"' ? '"' : ']');
+		if (n == 0) {
+			return;
+		}
+		t->type = c == '"' ? ADDR_TOK_QUOTED : ADDR_TOK_LITERAL;
+	} else if (c != '\0' && strchr("<>@,;:.", c) != NULL) {
+		n = 1;
+		t->type = ADDR_TOK_SPECIAL;
+	} else if (is_atext(c)) {
+		for (n = 0; lx->pos + n < lx->len
+		    && is_atext((unsigned char)lx->s[lx->pos + n]); n++) {
+			continue;
+		}
+		t->type = ADDR_TOK_ATOM;
+	} else {
+		return;
+	}
+	t->len = n;
+	lx->pos += n;
+}
+
+static int
+addr_tok_is(const addr_token *t, char special)
+{
+	return t->type == ADDR_TOK_SPECIAL && t->text[0] == special;
+}
+
+static int
+addr_tok_is_word(const addr_token *t)
+{
+	return t->type == ADDR_TOK_ATOM || t->type == ADDR_TOK_QUOTED;
+}
+
+/* Peek at the next token without consuming it. */
+static void
+addr_peek(addr_lexer *lx, addr_token *t)
+{
+	size_t pos = lx->pos;
+
+	addr_lex(lx, t);
+	lx->pos = pos;
+}
+
+/* Read "local-part @ domain" and write it without CFWS into out. Returns 0
+ * or -1 (bad syntax, or longer than out allows). */
+static int
+addr_read_spec(addr_lexer *lx, char *out, size_t out_size)
+{
+	textbuf tb;
+	addr_token t;
+
+	tb_init(&tb, out, out_size);
+	addr_lex(lx, &t);
+	for (;;) {
+		if (!addr_tok_is_word(&t)) {
+			return -1;
+		}
+		tb_putn(&tb, t.text, t.len);
+		addr_lex(lx, &t);
+		if (addr_tok_is(&t, '@')) {
+			break;
+		}
+		if (!addr_tok_is(&t, '.')) {
+			return -1;
+		}
+		tb_putc(&tb, '.');
+		addr_lex(lx, &t);
+	}
+	tb_putc(&tb, '@');
+	addr_lex(lx, &t);
+	if (t.type == ADDR_TOK_LITERAL) {
+		tb_putn(&tb, t.text, t.len);
+		return tb_finish(&tb) < 0 ? -1 : 0;
+	}
+	for (;;) {
+		if (t.type != ADDR_TOK_ATOM) {
+			return -1;
+		}
+		tb_putn(&tb, t.text, t.len);
+		addr_peek(lx, &t);
+		if (!addr_tok_is(&t, '.')) {
+			break;
+		}
+		addr_lex(lx, &t);
+		tb_putc(&tb, '.');
+		addr_lex(lx, &t);
+	}
+	return tb_finish(&tb) < 0 ? -1 : 0;
+}
+
+/* An address-list (or mailbox-list when groups are not allowed) being read
+ * one mailbox at a time. */
+typedef struct {
+	addr_lexer lx;
+	int allow_groups;
+	int in_group;
+	unsigned items;         /* mailboxes and groups read so far */
+} addr_list;
+
+static void
+addr_list_init(addr_list *al, const char *s, size_t len, int allow_groups)
+{
+	al->lx.s = s;
+	al->lx.len = len;
+	al->lx.pos = 0;
+	al->allow_groups = allow_groups;
+	al->in_group = 0;
+	al->items = 0;
+}
+
+/* After a mailbox: a ',' is consumed; a ';' closing a group or the end is
+ * left for the next call. */
+static int
+addr_list_mailbox_end(addr_list *al)
+{
+	addr_token t;
+
+	addr_peek(&al->lx, &t);
+	if (addr_tok_is(&t, ',')) {
+		addr_lex(&al->lx, &t);
+		return 0;
+	}
+	if (t.type == ADDR_TOK_END || (al->in_group && addr_tok_is(&t, ';'))) {
+		return 0;
+	}
+	return -1;
+}
+
+/* A mailbox whose first token is the word or '<' just read. The words
+ * before '@' are re-read as a local part; words before '<' were a display
+ * name (quoted strings and encoded-words alike) and are dropped. */
+static int
+addr_list_mailbox(addr_list *al, size_t start, const addr_token *t,
+	char *out, size_t out_size)
+{
+	addr_token closing;
+
+	if (addr_tok_is(t, '@')) {
+		al->lx.pos = start;
+		if (addr_read_spec(&al->lx, out, out_size) < 0) {
+			return -1;
+		}
+	} else {
+		if (addr_read_spec(&al->lx, out, out_size) < 0) {
+			return -1;
+		}
+		addr_lex(&al->lx, &closing);
+		if (!addr_tok_is(&closing, '>')) {
+			return -1;
+		}
+	}
+	al->items++;
+	return addr_list_mailbox_end(al) < 0 ? -1 : 1;
+}
+
+/* ':' opens a group (its words were the group's name), ';' closes it. */
+static int
+addr_list_group_mark(addr_list *al, const addr_token *t, unsigned phrase)
+{
+	addr_token after;
+
+	if (addr_tok_is(t, ':')) {
+		if (!al->allow_groups || al->in_group || phrase == 0) {
+			return -1;
+		}
+		al->in_group = 1;
+		al->items++;
+		return 0;
+	}
+	if (!al->in_group || phrase != 0) {
+		return -1;
+	}
+	al->in_group = 0;
+	addr_peek(&al->lx, &after);
+	if (addr_tok_is(&after, ',')) {
+		addr_lex(&al->lx, &after);
+		return 0;
+	}
+	return after.type == ADDR_TOK_END ? 0 : -1;
+}
+
+/*
+ * The next mailbox of the list, as an addr-spec in out. Returns 1, 0 at
+ * the end of the list, or -1 when the list is malformed or an address does
+ * not fit out. Empty list elements (",,") are skipped as RFC 5322 obsolete
+ * syntax allows.
+ */
+static int
+addr_list_next(addr_list *al, char *out, size_t out_size)
+{
+	addr_token t;
+	size_t start;
+	unsigned phrase;
+
+	for (;;) {
+		/* A phrase: words and dots ("J. Smith"), or a local part. */
+		start = al->lx.pos;
+		phrase = 0;
+		for (;;) {
+			addr_lex(&al->lx, &t);
+			if (!addr_tok_is_word(&t) && !addr_tok_is(&t, '.')) {
+				break;
+			}
+			phrase++;
+		}
+		if (addr_tok_is(&t, '@') || addr_tok_is(&t, '<')) {
+			return addr_list_mailbox(al, start, &t, out, out_size);
+		}
+		if (addr_tok_is(&t, ':') || addr_tok_is(&t, ';')) {
+			if (addr_list_group_mark(al, &t, phrase) < 0) {
+				return -1;
+			}
+			continue;
+		}
+		if (phrase != 0 || (t.type == ADDR_TOK_END && al->in_group)) {
+			return -1;
+		}
+		if (t.type == ADDR_TOK_END) {
+			return 0;
+		}
+		if (!addr_tok_is(&t, ',')) {
+			return -1;
+		}
+	}
+}
+
+/* Position of the last '@' (a quoted local part may hold others), or len. */
+static size_t
+addr_last_at(const char *a, size_t len)
+{
+	size_t i = len;
+
+	while (i > 0) {
+		if (a[--i] == '@') {
+			return i;
+		}
+	}
+	return len;
+}
+
+/* RFC 5321 section 2.4: the local part is compared exactly, the domain
+ * without regard to case. */
+static int
+addr_equal(const char *a, const char *b)
+{
+	size_t alen = strlen(a), blen = strlen(b);
+	size_t at = addr_last_at(a, alen);
+
+	if (at == alen || at != addr_last_at(b, blen) || alen != blen) {
+		return 0;
+	}
+	if (memcmp(a, b, at) != 0) {
+		return 0;
+	}
+	for (at++; at < alen; at++) {
+		if (to_lower((unsigned char)a[at]) != to_lower((unsigned char)b[at])) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Can the response go to this address? The parser accepts quoted local
+ * parts and UTF-8 (RFC 6532), but our response is a 7-bit mail with the
+ * address between angle brackets: it must be printable US-ASCII and unable
+ * to close the brackets or break the line. */
+static int
+addr_is_writable(const char *s)
+{
+	size_t len = bounded_len(s, ACME_SMIME_MAX_ADDR), i, at;
+
+	if (len > ACME_SMIME_MAX_ADDR) {
+		return 0;
+	}
+	for (i = 0; i < len; i++) {
+		if ((!is_vchar((unsigned char)s[i]) && s[i] != ' ')
+		    || s[i] == '<' || s[i] == '>') {
+			return 0;
+		}
+	}
+	at = addr_last_at(s, len);
+	return at > 0 && at + 1 < len;
+}
+
+/* ------------------------------------------------------------------------
+ * 6.5 The challenge-mail checks (RFC 8823 section 3.1, protocol.md 4.2)
+ * ---------------------------------------------------------------------- */
+
+static int
+check_subject(const mail_header *hdr, char *scratch,
+	acme_smime_mail_verdict *verdict)
+{
+	size_t len;
+	int reason;
+
+	if (!field_unfold(hdr, FIELD_SUBJECT, scratch, &len)) {
+		return ACME_SMIME_MAIL_NO_SUBJECT;
+	}
+	reason = subject_decode(scratch, &len);
+	if (reason != ACME_SMIME_MAIL_OK) {
+		return reason;
+	}
+	return subject_extract_token(scratch, len, verdict->token_part1);
+}
+
+/* From must be exactly one mailbox, the challenge's "from". It is kept in
+ * reply_to[0]: the response goes there unless Reply-To says otherwise. */
+static int
+check_from(const mail_header *hdr, char *scratch,
+	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
+{
+	char extra[ACME_SMIME_MAX_ADDR + 1];
+	addr_list al;
+	size_t len;
+
+	if (!field_unfold(hdr, FIELD_FROM, scratch, &len)) {
+		return ACME_SMIME_MAIL_NO_FROM;
+	}
+	addr_list_init(&al, scratch, len, 0);
+	if (addr_list_next(&al, verdict->reply_to[0],
+	    sizeof verdict->reply_to[0]) != 1
+	    || addr_list_next(&al, extra, sizeof extra) != 0) {
+		return ACME_SMIME_MAIL_BAD_FROM;
+	}
+	if (!addr_equal(verdict->reply_to[0], pending->from)) {
+		return ACME_SMIME_MAIL_FROM_MISMATCH;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* The whole To list must parse, even past our own address: a list we
+ * cannot read is not one we vouch for. Cc is not consulted. */
+static int
+check_to(const mail_header *hdr, char *scratch,
+	const acme_smime_pending *pending)
+{
+	char addr[ACME_SMIME_MAX_ADDR + 1];
+	addr_list al;
+	size_t len;
+	int r, found = 0;
+
+	if (!field_unfold(hdr, FIELD_TO, scratch, &len)) {
+		return ACME_SMIME_MAIL_NO_TO;
+	}
+	addr_list_init(&al, scratch, len, 1);
+	while ((r = addr_list_next(&al, addr, sizeof addr)) == 1) {
+		found |= addr_equal(addr, pending->identifier);
+	}
+	if (r < 0 || al.items == 0) {
+		return ACME_SMIME_MAIL_BAD_TO;
+	}
+	return found ? ACME_SMIME_MAIL_OK : ACME_SMIME_MAIL_TO_MISMATCH;
+}
+
+/*
+ * RFC 3834 keyword before any ";" parameters. ACME_SMIME_MAIL_ALLOW_NO_-
+ * AUTOSUBMIT forgives only the absence of the field: an explicit other
+ * value ("no" means a human wrote the mail) is refused in every mode.
+ */
+static int
+check_auto_submitted(const mail_header *hdr, char *scratch, unsigned policy)
+{
+	addr_lexer lx;
+	addr_token t;
+	size_t len;
+
+	if (!field_unfold(hdr, FIELD_AUTO_SUBMITTED, scratch, &len)) {
+		return (policy & ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT)
+			? ACME_SMIME_MAIL_OK : ACME_SMIME_MAIL_NO_AUTO_SUBMITTED;
+	}
+	lx.s = scratch;
+	lx.len = len;
+	lx.pos = 0;
+	addr_lex(&lx, &t);
+	if (t.type != ADDR_TOK_ATOM
+	    || !ascii_caseeq(t.text, t.len, "auto-generated")) {
+		return ACME_SMIME_MAIL_NOT_AUTO_GENERATED;
+	}
+	addr_lex(&lx, &t);
+	if (t.type != ADDR_TOK_END && !addr_tok_is(&t, ';')) {
+		return ACME_SMIME_MAIL_NOT_AUTO_GENERATED;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* Every Reply-To address is kept: the response goes to all of them, or to
+ * the From already in reply_to[0]. A mail accepted here is one that
+ * acme_smime_write_response_mail() can answer. */
+static int
+collect_reply_to(const mail_header *hdr, char *scratch,
+	acme_smime_mail_verdict *verdict)
+{
+	char addr[ACME_SMIME_MAX_ADDR + 1];
+	addr_list al;
+	size_t len;
+	unsigned count = 0, i;
+	int r = 0;
+
+	if (field_unfold(hdr, FIELD_REPLY_TO, scratch, &len)) {
+		addr_list_init(&al, scratch, len, 1);
+		while ((r = addr_list_next(&al, addr, sizeof addr)) == 1) {
+			if (count == ACME_SMIME_MAX_REPLY_TO) {
+				return ACME_SMIME_MAIL_BAD_REPLY_TO;
+			}
+			memcpy(verdict->reply_to[count++], addr, sizeof addr);
+		}
+	} else {
+		count = 1;
+	}
+	if (r < 0 || count == 0) {
+		return ACME_SMIME_MAIL_BAD_REPLY_TO;
+	}
+	for (i = 0; i < count; i++) {
+		if (!addr_is_writable(verdict->reply_to[i])) {
+			return ACME_SMIME_MAIL_BAD_REPLY_TO;
+		}
+	}
+	verdict->reply_count = count;
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* "<...>" with printable characters and no white space inside. */
+static int
+msgid_is_valid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len < 3 || len > ACME_SMIME_MAX_MSGID
+	    || s[0] != '<' || s[len - 1] != '>') {
+		return 0;
+	}
+	for (i = 1; i + 1 < len; i++) {
+		if (!is_vchar((unsigned char)s[i]) || s[i] == '<' || s[i] == '>') {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Message-ID and References only thread the response; a value we cannot
+ * reproduce safely is dropped, not a reason to refuse the mail. */
+static void
+collect_message_id(const mail_header *hdr, char *scratch,
+	acme_smime_mail_verdict *verdict)
+{
+	size_t len, start = 0;
+
+	verdict->message_id[0] = '\0';
+	if (!field_unfold(hdr, FIELD_MESSAGE_ID, scratch, &len)) {
+		return;
+	}
+	while (start < len && is_wsp((unsigned char)scratch[start])) {
+		start++;
+	}
+	while (len > start && is_wsp((unsigned char)scratch[len - 1])) {
+		len--;
+	}
+	if (msgid_is_valid(scratch + start, len - start)) {
+		copy_field(verdict->message_id, sizeof verdict->message_id,
+			scratch + start, len - start);
+	}
+}
+
+static void
+collect_references(const mail_header *hdr, char *scratch,
+	acme_smime_mail_verdict *verdict)
+{
+	textbuf tb;
+	size_t len, i;
+	int pending_space = 0;
+
+	verdict->references[0] = '\0';
+	if (!field_unfold(hdr, FIELD_REFERENCES, scratch, &len)) {
+		return;
+	}
+	tb_init(&tb, verdict->references, sizeof verdict->references);
+	for (i = 0; i < len; i++) {
+		if (is_wsp((unsigned char)scratch[i])) {
+			pending_space = tb.len > 0;
+			continue;
+		}
+		if (!is_vchar((unsigned char)scratch[i])) {
+			verdict->references[0] = '\0';
+			return;
+		}
+		if (pending_space) {
+			tb_putc(&tb, ' ');
+			pending_space = 0;
+		}
+		tb_putc(&tb, scratch[i]);
+	}
+	if (tb_finish(&tb) < 0) {
+		verdict->references[0] = '\0';
+	}
+}
+
+/*
+ * The checks in the order that names the most telling reason: structure,
+ * Subject, From, To, Auto-Submitted, Reply-To, then authenticity (not built
+ * in: only ACME_SMIME_MAIL_ALLOW_UNSIGNED lets a mail through).
+ */
+static int
+check_mail(const char *mail, size_t mail_len,
+	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
+{
+	char scratch[ACME_SMIME_MAX_HEADER + 1];
+	mail_header hdr;
+	int reason;
+
+	reason = header_scan(&hdr, mail, mail_len);
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_subject(&hdr, scratch, verdict);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_from(&hdr, scratch, pending, verdict);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_to(&hdr, scratch, pending);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_auto_submitted(&hdr, scratch, pending->policy);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = collect_reply_to(&hdr, scratch, verdict);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		collect_message_id(&hdr, scratch, verdict);
+		collect_references(&hdr, scratch, verdict);
+		if (!(pending->policy & ACME_SMIME_MAIL_ALLOW_UNSIGNED)) {
+			reason = ACME_SMIME_MAIL_UNSIGNED;
+		}
+	}
+	return reason;
+}
+
+int
+acme_smime_check_challenge_mail(const char *mail, size_t mail_len,
+	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
+{
+	int reason;
+
+	if (verdict == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	memset(verdict, 0, sizeof *verdict);
+	if (mail == NULL || pending == NULL
+	    || pending->identifier == NULL || pending->identifier[0] == '\0'
+	    || pending->from == NULL || pending->from[0] == '\0') {
+		verdict->reason = ACME_SMIME_MAIL_BAD_ARGUMENT;
+		return ACME_SMIME_ERR_INVALID;
+	}
+	reason = check_mail(mail, mail_len, pending, verdict);
+	if (reason != ACME_SMIME_MAIL_OK) {
+		/* Half-filled fields must not be mistaken for a result. */
+		memset(verdict, 0, sizeof *verdict);
+		verdict->reason = reason;
+		return ACME_SMIME_ERR_MAIL;
+	}
+	return ACME_SMIME_OK;
+}
+
+const char *
+acme_smime_mail_reason_text(int reason)
+{
+	switch (reason) {
+	case ACME_SMIME_MAIL_OK:
+		return "accepted";
+	case ACME_SMIME_MAIL_MALFORMED:
+		return "malformed header (no fields, no colon, NUL or bare CR)";
+	case ACME_SMIME_MAIL_HEADER_TOO_LONG:
+		return "an examined header field is too long";
+	case ACME_SMIME_MAIL_NO_SUBJECT:
+		return "no Subject field";
+	case ACME_SMIME_MAIL_DUPLICATE_FIELD:
+		return "a From, To, Subject or similar field appears twice";
+	case ACME_SMIME_MAIL_BAD_ENCODED_WORD:
+		return "broken RFC 2047 encoded-word in the Subject";
+	case ACME_SMIME_MAIL_BAD_CHARSET:
+		return "Subject encoded-word charset is not UTF-8 or US-ASCII";
+	case ACME_SMIME_MAIL_REPLY_SUBJECT:
+		return "Subject is a reply or forward";
+	case ACME_SMIME_MAIL_NOT_ACME_SUBJECT:
+		return "Subject does not start with \"ACME:\"";
+	case ACME_SMIME_MAIL_BAD_TOKEN:
+		return "token-part1 is missing or not base64url";
+	case ACME_SMIME_MAIL_SHORT_TOKEN:
+		return "token-part1 carries fewer than 128 bits";
+	case ACME_SMIME_MAIL_LONG_TOKEN:
+		return "token-part1 is longer than ACME_SMIME_MAX_TOKEN";
+	case ACME_SMIME_MAIL_NO_FROM:
+		return "no From field";
+	case ACME_SMIME_MAIL_BAD_FROM:
+		return "From is not exactly one mailbox";
+	case ACME_SMIME_MAIL_FROM_MISMATCH:
+		return "From is not the challenge's sender";
+	case ACME_SMIME_MAIL_NO_TO:
+		return "no To field";
+	case ACME_SMIME_MAIL_BAD_TO:
+		return "To cannot be parsed";
+	case ACME_SMIME_MAIL_TO_MISMATCH:
+		return "To does not contain our address";
+	case ACME_SMIME_MAIL_NO_AUTO_SUBMITTED:
+		return "no Auto-Submitted field";
+	case ACME_SMIME_MAIL_NOT_AUTO_GENERATED:
+		return "Auto-Submitted is not auto-generated";
+	case ACME_SMIME_MAIL_BAD_REPLY_TO:
+		return "no answerable Reply-To (unparsable, too many, not 7-bit)";
+	case ACME_SMIME_MAIL_UNSIGNED:
+		return "authenticity (DKIM or S/MIME) not established";
+	case ACME_SMIME_MAIL_BAD_ARGUMENT:
+		return "the pending challenge is incomplete";
+	default:
+		return "unknown reason";
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * 6.6 The response mail (RFC 8823 section 3.2, protocol.md 5.3)
+ *
+ * Largest output, NUL included, with A = ACME_SMIME_MAX_ADDR, R =
+ * ACME_SMIME_MAX_REPLY_TO, T = ACME_SMIME_MAX_TOKEN, M = ACME_SMIME_MAX_MSGID
+ * and F = ACME_SMIME_MAX_REFERENCES:
+ *
+ *   352 + A + R * (A + 6) + T + 3 * M + 2 * F
+ *
+ * 352 are the fixed lines (Date with a four-digit year, the MIME lines, the
+ * body block, NUL); From is A + 10; To at most R * (A + 6) + 2 with every
+ * address folded onto its own line; Subject T + 21; Message-ID and
+ * In-Reply-To M + 14 and M + 15; References at most 2 * F + M + 17, each
+ * fold adding two bytes and F bytes holding at most (F + 1) / 2 items.
+ * With the default limits this is 3524 bytes.
+ * ---------------------------------------------------------------------- */
+
+/* An addr-spec we may put in our own From: dot-atom characters only,
+ * exactly one '@', neither part empty. */
+static int
+addr_is_plain(const char *s)
+{
+	size_t len = bounded_len(s, ACME_SMIME_MAX_ADDR), i, at = 0, ats = 0;
+
+	if (len > ACME_SMIME_MAX_ADDR) {
+		return 0;
+	}
+	for (i = 0; i < len; i++) {
+		if (s[i] == '@') {
+			at = i;
+			ats++;
+		} else if (s[i] != '.' && (!is_atext((unsigned char)s[i])
+		    || (unsigned char)s[i] >= 0x80)) {
+			return 0;
+		}
+	}
+	return ats == 1 && at > 0 && at + 1 < len;
+}
+
+static int
+digest_is_valid(const char *s)
+{
+	size_t i, len = bounded_len(s, ACME_SMIME_DIGEST_SIZE - 1);
+
+	if (len != ACME_SMIME_DIGEST_SIZE - 1) {
+		return 0;
+	}
+	for (i = 0; i < len; i++) {
+		if (b64_value((unsigned char)s[i], B64_URL) < 0) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int
+references_is_valid(const char *s)
+{
+	size_t i, len = bounded_len(s, ACME_SMIME_MAX_REFERENCES);
+
+	if (len > ACME_SMIME_MAX_REFERENCES) {
+		return 0;
+	}
+	for (i = 0; i < len; i++) {
+		if (!is_vchar((unsigned char)s[i]) && s[i] != ' ') {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Every field is checked before a byte is written: each ends up in a
+ * header line, where a stray CR or LF would forge further fields. */
+static int
+response_is_valid(const acme_smime_response *rsp)
+{
+	const acme_smime_mail_verdict *ch = rsp->challenge;
+	size_t msgid_len;
+	unsigned i;
+
+	if (rsp->from == NULL || !addr_is_plain(rsp->from)
+	    || rsp->digest == NULL || !digest_is_valid(rsp->digest)
+	    || rsp->date > MAIL_DATE_MAX || ch == NULL) {
+		return 0;
+	}
+	if (rsp->message_id != NULL) {
+		msgid_len = bounded_len(rsp->message_id, ACME_SMIME_MAX_MSGID);
+		if (!msgid_is_valid(rsp->message_id, msgid_len)) {
+			return 0;
+		}
+	}
+	if (!token_chars_ok(ch->token_part1,
+	    bounded_len(ch->token_part1, ACME_SMIME_MAX_TOKEN))
+	    || ch->reply_count == 0 || ch->reply_count > ACME_SMIME_MAX_REPLY_TO) {
+		return 0;
+	}
+	for (i = 0; i < ch->reply_count; i++) {
+		if (!addr_is_writable(ch->reply_to[i])) {
+			return 0;
+		}
+	}
+	msgid_len = bounded_len(ch->message_id, ACME_SMIME_MAX_MSGID);
+	if (msgid_len != 0 && !msgid_is_valid(ch->message_id, msgid_len)) {
+		return 0;
+	}
+	return references_is_valid(ch->references);
+}
+
+/* A header line holding a list, folded before an item that would carry
+ * the line past MAIL_LINE_SOFT_MAX characters. */
+typedef struct {
+	textbuf *tb;
+	size_t line_start;
+	unsigned items;
+} folded_line;
+
+static void
+folded_line_begin(folded_line *fl, textbuf *tb, const char *name)
+{
+	fl->tb = tb;
+	fl->line_start = tb->len;
+	fl->items = 0;
+	tb_puts(tb, name);
+}
+
+/* Append an item (between angle brackets when angled), after sep when it
+ * is not the first. */
+static void
+folded_line_item(folded_line *fl, const char *sep, const char *item,
+	size_t len, int angled)
+{
+	size_t width = len + (angled ? 2 : 0) + 1;
+
+	if (fl->items++ > 0) {
+		tb_puts(fl->tb, sep);
+		if (fl->tb->len - fl->line_start + width > MAIL_LINE_SOFT_MAX) {
+			tb_puts(fl->tb, "\r\n");
+			fl->line_start = fl->tb->len;
+		}
+	}
+	tb_putc(fl->tb, ' ');
+	if (angled) {
+		tb_putc(fl->tb, '<');
+	}
+	tb_putn(fl->tb, item, len);
+	if (angled) {
+		tb_putc(fl->tb, '>');
+	}
+}
+
+static void
+folded_line_end(folded_line *fl)
+{
+	tb_puts(fl->tb, "\r\n");
+}
+
+/* Weekday (0 = Sunday) and civil date of a day count since 1970-01-01,
+ * proleptic Gregorian (H. Hinnant's days_from_civil inverse). */
+static void
+civil_from_days(unsigned long days, unsigned long *year, unsigned *month,
+	unsigned *mday, unsigned *wday)
+{
+	unsigned long z = days + 719468, era, doe, yoe, doy, mp;
+
+	*wday = (unsigned)((days + 4) % 7);
+	era = z / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*mday = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
+	*month = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+	*year = yoe + era * 400 + (*month <= 2 ? 1 : 0);
+}
+
+/* "Date: Sat, 5 Dec 2020 11:01:45 +0000" (RFC 5322 section 3.3), UTC. */
+static void
+put_date_line(textbuf *tb, uint64_t t)
+{
+	static const char wdays[7][4] = {
+		"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"
+	};
+	static const char months[12][4] = {
+		"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+		"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
+	};
+	unsigned long secs = (unsigned long)(t % 86400), year;
+	unsigned month, mday, wday;
+
+	civil_from_days((unsigned long)(t / 86400), &year, &month, &mday, &wday);
+	tb_puts(tb, "Date: ");
+	tb_putn(tb, wdays[wday], 3);
+	tb_puts(tb, ", ");
+	tb_putu(tb, mday, 1);
+	tb_putc(tb, ' ');
+	tb_putn(tb, months[month - 1], 3);
+	tb_putc(tb, ' ');
+	tb_putu(tb, year, 4);
+	tb_putc(tb, ' ');
+	tb_putu(tb, secs / 3600, 2);
+	tb_putc(tb, ':');
+	tb_putu(tb, secs / 60 % 60, 2);
+	tb_putc(tb, ':');
+	tb_putu(tb, secs % 60, 2);
+	tb_puts(tb, " +0000\r\n");
+}
+
+static void
+put_line(textbuf *tb, const char *name, const char *value)
+{
+	tb_puts(tb, name);
+	tb_puts(tb, value);
+	tb_puts(tb, "\r\n");
+}
+
+/* References: the parent's References, then its Message-ID (RFC 5322
+ * section 3.6.4), folded between message identifiers. */
+static void
+put_references_line(textbuf *tb, const acme_smime_mail_verdict *ch)
+{
+	folded_line fl;
+	const char *r = ch->references;
+	size_t n;
+
+	folded_line_begin(&fl, tb, "References:");
+	while (*r != '\0') {
+		for (n = 0; r[n] != '\0' && r[n] != ' '; n++) {
+			continue;
+		}
+		if (n > 0) {
+			folded_line_item(&fl, "", r, n, 0);
+		}
+		r += n;
+		if (*r == ' ') {
+			r++;
+		}
+	}
+	folded_line_item(&fl, "", ch->message_id, strlen(ch->message_id), 0);
+	folded_line_end(&fl);
+}
+
+/* From in angle brackets: Pebble's RFC 8823 branch refuses a bare
+ * addr-spec (protocol.md 15.3). */
+static void
+put_response_header(textbuf *tb, const acme_smime_response *rsp)
+{
+	const acme_smime_mail_verdict *ch = rsp->challenge;
+	folded_line fl;
+	unsigned i;
+
+	tb_puts(tb, "From: <");
+	tb_puts(tb, rsp->from);
+	tb_puts(tb, ">\r\n");
+	folded_line_begin(&fl, tb, "To:");
+	for (i = 0; i < ch->reply_count; i++) {
+		folded_line_item(&fl, ",", ch->reply_to[i],
+			strlen(ch->reply_to[i]), 1);
+	}
+	folded_line_end(&fl);
+	put_line(tb, "Subject: Re: ACME: ", ch->token_part1);
+	if (rsp->date != 0) {
+		put_date_line(tb, rsp->date);
+	}
+	if (rsp->message_id != NULL) {
+		put_line(tb, "Message-ID: ", rsp->message_id);
+	}
+	if (ch->message_id[0] != '\0') {
+		put_line(tb, "In-Reply-To: ", ch->message_id);
+		put_references_line(tb, ch);
+	}
+	/* RFC 3834 section 5: a reply is auto-replied, never auto-generated. */
+	tb_puts(tb, "Auto-Submitted: auto-replied\r\n"
+		"MIME-Version: 1.0\r\n"
+		"Content-Type: text/plain; charset=US-ASCII\r\n"
+		"Content-Transfer-Encoding: 7bit\r\n"
+		"\r\n");
+}
+
+int
+acme_smime_write_response_mail(char *out, size_t out_size,
+	const acme_smime_response *response)
+{
+	textbuf tb;
+
+	if (out == NULL || response == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (!response_is_valid(response)) {
+		if (out_size > 0) {
+			out[0] = '\0';
+		}
+		return ACME_SMIME_ERR_INVALID;
+	}
+	tb_init(&tb, out, out_size);
+	put_response_header(&tb, response);
+	/* One line for the digest: acme2certifier refuses a split one. */
+	tb_puts(&tb, "-----BEGIN ACME RESPONSE-----\r\n");
+	tb_puts(&tb, response->digest);
+	tb_puts(&tb, "\r\n-----END ACME RESPONSE-----\r\n");
+	return tb_finish(&tb);
+}
+
+/* ========================================================================
+ * 7. Transport: BearSSL's client engine over the caller's socket hooks
+ *
+ * One TLS 1.2 connection at a time, driven like BearSSL's own br_sslio
+ * loop but without blocking: when the socket would block, the engine
+ * returns ACME_SMIME_WANT_IO with the events it waits for and resumes
+ * from the same place on the next step. Certificates are checked against
+ * the caller's trust anchors at the time the `unix_time` hook gives.
+ * ====================================================================== */
+
+/* Connection states. */
+#define CONN_CLOSED 0
+#define CONN_OPEN   1   /* TCP connected or connecting, TLS running */
+
+/* Results of the transport calls besides errors. */
+#define IO_READY 1
+#define IO_BLOCK 0
+
+/* The Unix epoch in BearSSL's calendar (days since 1 Jan of year 0). */
+#define BR_DAYS_AT_UNIX_EPOCH 719528u
+
+static const uint16_t tls_suites[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+static void engine_fail(acme_smime_ctx *ctx, int code, int retryable,
+	const char *text);
+
+/* BearSSL's TLS error codes in words (the X.509 ones matter most). */
+static const char *
+tls_error_text(int err)
+{
+	switch (err) {
+	case BR_ERR_X509_NOT_TRUSTED:     return "server certificate not trusted (unknown issuer)";
+	case BR_ERR_X509_BAD_SERVER_NAME: return "server certificate does not match the host name";
+	case BR_ERR_X509_EXPIRED:         return "server certificate expired or not yet valid";
+	case BR_ERR_X509_TIME_UNKNOWN:    return "time unknown: cannot check the server certificate";
+	case BR_ERR_X509_CRITICAL_EXTENSION: return "server certificate has an unsupported critical extension";
+	case BR_ERR_X509_FORBIDDEN_KEY_USAGE: return "server certificate key usage forbids TLS";
+	case BR_ERR_X509_WEAK_PUBLIC_KEY:  return "server certificate key too weak";
+	case BR_ERR_X509_UNSUPPORTED:      return "server certificate uses an unsupported algorithm";
+	case BR_ERR_BAD_VERSION:           return "server does not speak TLS 1.2";
+	case BR_ERR_BAD_CIPHER_SUITE:      return "no cipher suite in common with the server";
+	case BR_ERR_UNEXPECTED:            return "unexpected TLS message";
+	case BR_ERR_BAD_MAC:               return "TLS record authentication failed";
+	case BR_ERR_IO:                    return "connection failed during TLS";
+	default:
+		if (err >= BR_ERR_RECV_FATAL_ALERT && err < BR_ERR_RECV_FATAL_ALERT + 256) {
+			return "server sent a fatal TLS alert";
+		}
+		if (err >= BR_ERR_X509_OK && err < BR_ERR_X509_OK + 64) {
+			return "server certificate rejected";
+		}
+		return "TLS failure";
+	}
+}
+
+/* The TLS set-up: TLS 1.2, ECDHE with AES-GCM or ChaCha20-Poly1305,
+ * ECDSA and RSA server keys. A short list keeps the linked code small. */
+static void
+tls_setup(acme_smime_ctx *ctx, unsigned char *iobuf, size_t iobuf_len)
+{
+	br_ssl_client_context *cc = &ctx->ssl;
+	br_x509_minimal_context *xc = &ctx->x509;
+
+	br_ssl_client_zero(cc);
+	br_ssl_engine_set_versions(&cc->eng, BR_TLS12, BR_TLS12);
+	br_ssl_engine_set_suites(&cc->eng, tls_suites, ARRAY_LEN(tls_suites));
+	br_ssl_engine_set_hash(&cc->eng, br_sha256_ID, &br_sha256_vtable);
+	br_ssl_engine_set_hash(&cc->eng, br_sha384_ID, &br_sha384_vtable);
+	br_ssl_engine_set_prf_sha256(&cc->eng, &br_tls12_sha256_prf);
+	br_ssl_engine_set_prf_sha384(&cc->eng, &br_tls12_sha384_prf);
+	br_ssl_engine_set_default_ec(&cc->eng);
+	br_ssl_engine_set_default_aes_gcm(&cc->eng);
+	br_ssl_engine_set_default_chapol(&cc->eng);
+	br_ssl_client_set_default_rsapub(cc);
+	br_ssl_engine_set_default_ecdsa(&cc->eng);
+
+	br_x509_minimal_init(xc, &br_sha256_vtable, ctx->cfg->trust_anchors,
+	    ctx->cfg->trust_anchor_count);
+	br_x509_minimal_set_hash(xc, br_sha256_ID, &br_sha256_vtable);
+	br_x509_minimal_set_hash(xc, br_sha384_ID, &br_sha384_vtable);
+	br_x509_minimal_set_hash(xc, br_sha512_ID, &br_sha512_vtable);
+	br_x509_minimal_set_rsa(xc, br_rsa_pkcs1_vrfy_get_default());
+	br_x509_minimal_set_ecdsa(xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
+	br_ssl_engine_set_x509(&cc->eng, &xc->vtable);
+	br_ssl_engine_set_buffer(&cc->eng, iobuf, iobuf_len, 0);
+}
+
+static void
+tls_close(acme_smime_ctx *ctx)
+{
+	if (ctx->sock >= 0) {
+		ctx->ports->net_close(ctx->ports->user, ctx->sock);
+	}
+	ctx->sock = -1;
+	ctx->conn_state = CONN_CLOSED;
+}
+
+/* Open a connection to host:port: TCP, then a TLS client reset that the
+ * pump completes. A session from the previous connection to the same
+ * host is resumed (a cheaper handshake when the server closed on us). */
+static int
+tls_open(acme_smime_ctx *ctx, const char *host, unsigned port)
+{
+	uint64_t now = ctx->ports->unix_time(ctx->ports->user);
+	int resume;
+
+	if (now == 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_TIME, 1,
+		    "the clock is unknown: cannot check the server certificate");
+		return ACME_SMIME_ERR_TIME;
+	}
+	resume = strcmp(host, ctx->conn_host) == 0 && port == ctx->conn_port;
+	if (copy_field(ctx->conn_host, sizeof ctx->conn_host, host, strlen(host)) < 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "server host name too long");
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	ctx->conn_port = port;
+	br_x509_minimal_set_time(&ctx->x509,
+	    (uint32_t)(BR_DAYS_AT_UNIX_EPOCH + now / 86400u), (uint32_t)(now % 86400u));
+	if (!br_ssl_client_reset(&ctx->ssl, host, resume)) {
+		engine_fail(ctx, ACME_SMIME_ERR_TLS, 0, "TLS set-up failed");
+		return ACME_SMIME_ERR_TLS;
+	}
+	ctx->sock = ctx->ports->net_connect(ctx->ports->user, host, port);
+	if (ctx->sock < 0) {
+		ctx->sock = -1;
+		engine_fail(ctx, ACME_SMIME_ERR_NET, 1, "cannot connect to the ACME server");
+		return ACME_SMIME_ERR_NET;
+	}
+	ctx->conn_state = CONN_OPEN;
+	ctx->handshake_counted = 0;
+	return ACME_SMIME_OK;
+}
+
+/* The engine closed: a clean close_notify is ACME_SMIME_NET_CLOSED, a
+ * failure is reported in words. */
+static int
+tls_closed(acme_smime_ctx *ctx)
+{
+	int err = br_ssl_engine_last_error(&ctx->ssl.eng);
+
+	tls_close(ctx);
+	if (err == BR_ERR_OK) {
+		return ACME_SMIME_NET_CLOSED;
+	}
+	engine_fail(ctx, err == BR_ERR_IO ? ACME_SMIME_ERR_NET : ACME_SMIME_ERR_TLS,
+	    err == BR_ERR_IO, tls_error_text(err));
+	return ctx->err.code;
+}
+
+/*
+ * Move records between BearSSL and the socket until the engine can take
+ * application data (want = BR_SSL_SENDAPP) or has some (BR_SSL_RECVAPP).
+ * Returns IO_READY, IO_BLOCK (ctx->io_events says on what),
+ * ACME_SMIME_NET_CLOSED when the peer closed, or an error.
+ */
+static int
+tls_pump(acme_smime_ctx *ctx, unsigned want)
+{
+	br_ssl_engine_context *eng = &ctx->ssl.eng;
+	const acme_smime_ports *p = ctx->ports;
+
+	for (;;) {
+		unsigned st = br_ssl_engine_current_state(eng);
+		unsigned char *buf;
+		size_t len;
+		int n;
+
+		if (st & BR_SSL_CLOSED) {
+			return tls_closed(ctx);
+		}
+		if (!ctx->handshake_counted && (st & (BR_SSL_SENDAPP | BR_SSL_RECVAPP))) {
+			ctx->handshake_counted = 1;
+			ctx->stats.tls_handshakes++;
+		}
+		if (st & BR_SSL_SENDREC) {
+			buf = br_ssl_engine_sendrec_buf(eng, &len);
+			n = p->net_send(p->user, ctx->sock, buf, len);
+			if (n > 0) {
+				br_ssl_engine_sendrec_ack(eng, (size_t)n);
+				continue;
+			}
+			if (n == 0) {
+				ctx->io_events = ACME_SMIME_IO_WRITE;
+				return IO_BLOCK;
+			}
+			tls_close(ctx);
+			return ACME_SMIME_NET_CLOSED;
+		}
+		if (st & want) {
+			return IO_READY;
+		}
+		if (st & BR_SSL_RECVREC) {
+			buf = br_ssl_engine_recvrec_buf(eng, &len);
+			n = p->net_recv(p->user, ctx->sock, buf, len);
+			if (n > 0) {
+				br_ssl_engine_recvrec_ack(eng, (size_t)n);
+				continue;
+			}
+			if (n == 0) {
+				ctx->io_events = ACME_SMIME_IO_READ;
+				return IO_BLOCK;
+			}
+			/* A peer that drops the connection before the handshake
+			 * ends is a TLS failure; afterwards it is a closed
+			 * keep-alive connection. */
+			if (!ctx->handshake_counted) {
+				tls_close(ctx);
+				engine_fail(ctx, ACME_SMIME_ERR_TLS, 1,
+				    "connection closed during the TLS handshake");
+				return ACME_SMIME_ERR_TLS;
+			}
+			tls_close(ctx);
+			return ACME_SMIME_NET_CLOSED;
+		}
+		/* Neither side can move: BearSSL wants application data we
+		 * do not have (e.g. SENDAPP while we want RECVAPP). */
+		if (want == BR_SSL_RECVAPP && (st & BR_SSL_SENDAPP)) {
+			br_ssl_engine_flush(eng, 0);
+			if (br_ssl_engine_current_state(eng) == st) {
+				ctx->io_events = ACME_SMIME_IO_READ;
+				return IO_BLOCK;
+			}
+			continue;
+		}
+		ctx->io_events = ACME_SMIME_IO_READ;
+		return IO_BLOCK;
+	}
+}
+
+/* Trust anchors from PEM (section 6 of the header). */
+
+typedef struct {
+	unsigned char *storage;
+	size_t size, used;
+	int overflow;
+	br_x509_decoder_context x509;
+} ta_loader;
+
+static void
+ta_append_dn(void *arg, const void *data, size_t len)
+{
+	ta_loader *tl = (ta_loader *)arg;
+
+	if (tl->overflow || len > tl->size - tl->used) {
+		tl->overflow = 1;
+		return;
+	}
+	memcpy(tl->storage + tl->used, data, len);
+	tl->used += len;
+}
+
+static void
+ta_push_der(void *arg, const void *data, size_t len)
+{
+	ta_loader *tl = (ta_loader *)arg;
+
+	br_x509_decoder_push(&tl->x509, data, len);
+}
+
+/* Copy n bytes into storage; NULL when full. */
+static unsigned char *
+ta_keep(ta_loader *tl, const unsigned char *data, size_t n)
+{
+	unsigned char *p;
+
+	if (tl->overflow || n > tl->size - tl->used) {
+		tl->overflow = 1;
+		return NULL;
+	}
+	p = tl->storage + tl->used;
+	memcpy(p, data, n);
+	tl->used += n;
+	return p;
+}
+
+/* Finish one certificate: make it an anchor. Returns 1 added, 0 skipped,
+ * or an error. */
+static int
+ta_finish(ta_loader *tl, size_t dn_start, br_x509_trust_anchor *ta)
+{
+	br_x509_pkey *pk;
+
+	if (tl->overflow) {
+		return ACME_SMIME_ERR_BUFFER;
+	}
+	if (br_x509_decoder_last_error(&tl->x509) != 0 ||
+	    (pk = br_x509_decoder_get_pkey(&tl->x509)) == NULL) {
+		tl->used = dn_start;
+		return 0;
+	}
+	ta->dn.data = tl->storage + dn_start;
+	ta->dn.len = tl->used - dn_start;
+	ta->flags = br_x509_decoder_isCA(&tl->x509) ? BR_X509_TA_CA : 0;
+	ta->pkey.key_type = pk->key_type;
+	if (pk->key_type == BR_KEYTYPE_RSA) {
+		ta->pkey.key.rsa.n = ta_keep(tl, pk->key.rsa.n, pk->key.rsa.nlen);
+		ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
+		ta->pkey.key.rsa.e = ta_keep(tl, pk->key.rsa.e, pk->key.rsa.elen);
+		ta->pkey.key.rsa.elen = pk->key.rsa.elen;
+	} else if (pk->key_type == BR_KEYTYPE_EC) {
+		ta->pkey.key.ec.curve = pk->key.ec.curve;
+		ta->pkey.key.ec.q = ta_keep(tl, pk->key.ec.q, pk->key.ec.qlen);
+		ta->pkey.key.ec.qlen = pk->key.ec.qlen;
+	} else {
+		tl->used = dn_start;
+		return 0;
+	}
+	return tl->overflow ? ACME_SMIME_ERR_BUFFER : 1;
+}
+
+int
+acme_smime_trust_anchors_from_pem(const char *pem, size_t pem_len,
+	unsigned char *storage, size_t storage_size,
+	br_x509_trust_anchor *tas, size_t max_tas)
+{
+	br_pem_decoder_context pc;
+	ta_loader tl;
+	size_t count = 0, dn_start = 0;
+	int in_cert = 0;
+
+	if (pem == NULL || storage == NULL || tas == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	tl.storage = storage;
+	tl.size = storage_size;
+	tl.used = 0;
+	tl.overflow = 0;
+	br_pem_decoder_init(&pc);
+	while (pem_len > 0) {
+		size_t n = br_pem_decoder_push(&pc, pem, pem_len);
+		int r, ev;
+
+		pem += n;
+		pem_len -= n;
+		ev = br_pem_decoder_event(&pc);
+		if (n == 0 && ev == 0) {
+			return ACME_SMIME_ERR_ENCODING;
+		}
+		switch (ev) {
+		case BR_PEM_BEGIN_OBJ:
+			in_cert = strcmp(br_pem_decoder_name(&pc), "CERTIFICATE") == 0 ||
+			    strcmp(br_pem_decoder_name(&pc), "X509 CERTIFICATE") == 0;
+			if (in_cert) {
+				if (count >= max_tas) {
+					return ACME_SMIME_ERR_BUFFER;
+				}
+				dn_start = tl.used;
+				br_x509_decoder_init(&tl.x509, ta_append_dn, &tl);
+				br_pem_decoder_setdest(&pc, ta_push_der, &tl);
+			} else {
+				br_pem_decoder_setdest(&pc, NULL, NULL);
+			}
+			break;
+		case BR_PEM_END_OBJ:
+			if (in_cert) {
+				r = ta_finish(&tl, dn_start, &tas[count]);
+				if (r < 0) {
+					return r;
+				}
+				count += (size_t)r;
+			}
+			in_cert = 0;
+			break;
+		case BR_PEM_ERROR:
+			return ACME_SMIME_ERR_ENCODING;
+		default:
+			break;
+		}
+	}
+	if (in_cert) {
+		return ACME_SMIME_ERR_ENCODING;
+	}
+	return (int)count;
+}
+
+/* ========================================================================
+ * 8. HTTP/1.1 client
+ *
+ * Requests are built whole in the HTTP area of the work buffer and pushed
+ * through TLS; responses are parsed as they arrive, in any chunking:
+ * status line, headers (only the few ACME needs are kept, each bounded;
+ * a needed header that exceeds its bound is an error, never truncated),
+ * then a Content-Length, chunked or until-close body into the same area.
+ * ====================================================================== */
+
+/* Layout of the HTTP area while a request is built: the head is written
+ * last, in front of the body; the payload of a JWS is prepared at the
+ * end, out of the way of the JWS writer. */
+#define HTTP_HEAD_ROOM   512
+#define HTTP_PAYLOAD_ROOM 2048
+
+#define REQ_GET      0
+#define REQ_HEAD     1
+#define REQ_POST     2   /* application/jose+json */
+#define REQ_POST_PEM 3   /* same, accepting application/pem-certificate-chain */
+
+/* Response parser states. */
+#define RS_STATUS      0
+#define RS_HEADER      1
+#define RS_BODY        2
+#define RS_CHUNK_SIZE  3
+#define RS_CHUNK_DATA  4
+#define RS_CHUNK_END   5
+#define RS_TRAILER     6
+#define RS_UNTIL_CLOSE 7
+#define RS_DONE        8
+
+/* Exchange phases. */
+#define XS_SEND 0
+#define XS_RECV 1
+
+#define CONTENT_LENGTH_NONE ((size_t)-1)
+
+static unsigned char *
+http_area(acme_smime_ctx *ctx)
+{
+	return ctx->work + BR_SSL_BUFSIZE_MONO;
+}
+
+static size_t
+http_area_size(const acme_smime_ctx *ctx)
+{
+	return ctx->work_size - BR_SSL_BUFSIZE_MONO;
+}
+
+/* https://host[:port][/path] -> host, port, path. */
+typedef struct {
+	char host[ACME_SMIME_MAX_HOST + 1];
+	unsigned port;
+	const char *path;
+} url_parts;
+
+static int
+url_split(const char *url, url_parts *u)
+{
+	const char *h, *end, *colon;
+	size_t hlen;
+
+	if (strncmp(url, "https://", 8) != 0) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	h = url + 8;
+	end = h;
+	while (*end != '\0' && *end != '/' && *end != '?' && *end != '#') {
+		end++;
+	}
+	colon = NULL;
+	if (*h == '[') {
+		return ACME_SMIME_ERR_UNSUPPORTED;   /* IPv6 literals: not yet */
+	}
+	for (colon = h; colon < end && *colon != ':'; colon++) {
+	}
+	hlen = (size_t)(colon - h);
+	if (hlen == 0 || copy_field(u->host, sizeof u->host, h, hlen) < 0) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	u->port = 443;
+	if (colon < end) {
+		unsigned long port = 0;
+		const char *d;
+
+		if (colon + 1 == end) {
+			return ACME_SMIME_ERR_INVALID;
+		}
+		for (d = colon + 1; d < end; d++) {
+			if (!is_digit((unsigned char)*d) || (port = port * 10 +
+			    (unsigned long)(*d - '0')) > 65535) {
+				return ACME_SMIME_ERR_INVALID;
+			}
+		}
+		if (port == 0) {
+			return ACME_SMIME_ERR_INVALID;
+		}
+		u->port = (unsigned)port;
+	}
+	u->path = *end == '\0' ? "/" : end;
+	return ACME_SMIME_OK;
+}
+
+/*
+ * Finish a request whose body (body_len bytes) sits at HTTP_HEAD_ROOM in
+ * the area: write the head in front of it and note the total length.
+ */
+static int
+http_prepare(acme_smime_ctx *ctx, int kind, const char *url, size_t body_len)
+{
+	static const char *const method[] = { "GET ", "HEAD ", "POST ", "POST " };
+	unsigned char *area = http_area(ctx);
+	url_parts u;
+	textbuf tb;
+	int n;
+
+	if (url_split(url, &u) != ACME_SMIME_OK) {
+		engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0, "URL is not https://host[:port]/path");
+		return ACME_SMIME_ERR_INVALID;
+	}
+	tb_init(&tb, ctx->line, sizeof ctx->line);
+	tb_puts(&tb, method[kind]);
+	tb_puts(&tb, u.path);
+	tb_puts(&tb, " HTTP/1.1\r\nHost: ");
+	tb_puts(&tb, u.host);
+	if (u.port != 443) {
+		tb_putc(&tb, ':');
+		tb_putu(&tb, u.port, 1);
+	}
+	tb_puts(&tb, "\r\nUser-Agent: acme_smime/0.1 BearSSL\r\n"
+	    "Accept-Language: en\r\n");
+	if (kind == REQ_POST_PEM) {
+		tb_puts(&tb, "Accept: application/pem-certificate-chain\r\n");
+	}
+	if (kind >= REQ_POST) {
+		tb_puts(&tb, "Content-Type: application/jose+json\r\nContent-Length: ");
+		tb_putu(&tb, (unsigned long)body_len, 1);
+		tb_puts(&tb, "\r\n");
+	}
+	tb_puts(&tb, "\r\n");
+	n = tb_finish(&tb);
+	if (n < 0 || (size_t)n > HTTP_HEAD_ROOM) {
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "HTTP request head too long");
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	memmove(area + n, area + HTTP_HEAD_ROOM, body_len);
+	memcpy(area, ctx->line, (size_t)n);
+	ctx->req_kind = kind;
+	ctx->req_len = (size_t)n + body_len;
+	ctx->req_sent = 0;
+	ctx->resp_bytes = 0;
+	ctx->xfer = XS_SEND;
+	if (ctx->conn_state == CONN_OPEN && (strcmp(u.host, ctx->conn_host) != 0 ||
+	    u.port != ctx->conn_port)) {
+		tls_close(ctx);
+	}
+	ctx->req_port = u.port;
+	copy_field(ctx->req_host, sizeof ctx->req_host, u.host, strlen(u.host));
+	ctx->stats.http_requests++;
+	return ACME_SMIME_OK;
+}
+
+static void
+http_response_reset(acme_smime_ctx *ctx)
+{
+	ctx->resp_state = RS_STATUS;
+	ctx->status = 0;
+	ctx->content_length = CONTENT_LENGTH_NONE;
+	ctx->chunked = 0;
+	ctx->keep_alive = 1;
+	ctx->chunk_left = 0;
+	ctx->body_len = 0;
+	ctx->line_len = 0;
+	ctx->line_overflow = 0;
+	ctx->location[0] = '\0';
+	ctx->resp_nonce[0] = '\0';
+	ctx->retry_after_s = 0;
+	ctx->has_retry_after = 0;
+	ctx->problem_json = 0;
+	ctx->resp_bytes = 0;
+}
+
+static int
+http_fail(acme_smime_ctx *ctx, const char *text)
+{
+	engine_fail(ctx, ACME_SMIME_ERR_HTTP, 1, text);
+	return ACME_SMIME_ERR_HTTP;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static long
+days_from_civil(long y, unsigned m, unsigned d)
+{
+	long era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (long)doe - 719468;
+}
+
+/* Parse n decimal digits at s; -1 if any is not a digit. */
+static long
+parse_digits(const char *s, size_t n)
+{
+	long v = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!is_digit((unsigned char)s[i])) {
+			return -1;
+		}
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT" -> Unix seconds, or -1. */
+static long long
+parse_http_date(const char *s, size_t n)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	long day, year, hh, mm, ss;
+	unsigned m;
+
+	if (n != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' ||
+	    s[16] != ' ' || s[19] != ':' || s[22] != ':' || memcmp(s + 25, " GMT", 4) != 0) {
+		return -1;
+	}
+	for (m = 0; m < 12; m++) {
+		if (memcmp(s + 8, months + 3 * m, 3) == 0) {
+			break;
+		}
+	}
+	day = parse_digits(s + 5, 2);
+	year = parse_digits(s + 12, 4);
+	hh = parse_digits(s + 17, 2);
+	mm = parse_digits(s + 20, 2);
+	ss = parse_digits(s + 23, 2);
+	if (m == 12 || day < 1 || day > 31 || year < 1970 || hh < 0 || hh > 23 ||
+	    mm < 0 || mm > 59 || ss < 0 || ss > 60) {
+		return -1;
+	}
+	return (long long)days_from_civil(year, m + 1, (unsigned)day) * 86400 +
+	    hh * 3600 + mm * 60 + ss;
+}
+
+/* Retry-After: delta-seconds or an HTTP-date (RFC 9110 section 10.2.3). */
+static void
+http_retry_after(acme_smime_ctx *ctx, const char *v, size_t n)
+{
+	long long when, now;
+
+	if (n > 0 && n <= 9 && parse_digits(v, n) >= 0) {
+		ctx->retry_after_s = (uint32_t)parse_digits(v, n);
+		ctx->has_retry_after = 1;
+		return;
+	}
+	when = parse_http_date(v, n);
+	now = (long long)ctx->ports->unix_time(ctx->ports->user);
+	if (when >= 0 && now > 0) {
+		ctx->retry_after_s = when > now ? (uint32_t)(when - now) : 0;
+		ctx->has_retry_after = 1;
+	}
+}
+
+/* Does the comma-separated list v contain token tok (case-insensitive)? */
+static int
+http_list_has(const char *v, size_t n, const char *tok)
+{
+	size_t i = 0, tlen = strlen(tok);
+
+	while (i < n) {
+		size_t s, e;
+
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) {
+			i++;
+		}
+		s = i;
+		while (i < n && v[i] != ',') {
+			i++;
+		}
+		e = i;
+		while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) {
+			e--;
+		}
+		if (e - s == tlen && ascii_caseeq(v + s, tlen, tok)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Headers we keep; everything else is skipped. */
+static int
+http_header_needed(const char *name, size_t n)
+{
+	static const char *const needed[] = {
+		"content-length", "transfer-encoding", "connection", "replay-nonce",
+		"location", "retry-after", "content-type",
+	};
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(needed); i++) {
+		if (ascii_caseeq(name, n, needed[i])) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int
+http_header(acme_smime_ctx *ctx, const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+	const char *v;
+	size_t n, vn;
+
+	if (colon == NULL || colon == line) {
+		return http_fail(ctx, "malformed HTTP header line");
+	}
+	n = (size_t)(colon - line);
+	if (ctx->line_overflow) {
+		if (http_header_needed(line, n)) {
+			return http_fail(ctx, "HTTP header longer than ACME_SMIME_MAX_HEADER_LINE");
+		}
+		return 0;
+	}
+	v = colon + 1;
+	vn = len - n - 1;
+	while (vn > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		vn--;
+	}
+	while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t')) {
+		vn--;
+	}
+	if (ascii_caseeq(line, n, "content-length")) {
+		long cl = vn > 0 && vn <= 9 ? parse_digits(v, vn) : -1;
+
+		if (cl < 0 || (ctx->content_length != CONTENT_LENGTH_NONE &&
+		    ctx->content_length != (size_t)cl)) {
+			return http_fail(ctx, "bad Content-Length");
+		}
+		ctx->content_length = (size_t)cl;
+	} else if (ascii_caseeq(line, n, "transfer-encoding")) {
+		if (!http_list_has(v, vn, "chunked")) {
+			return http_fail(ctx, "unsupported Transfer-Encoding");
+		}
+		ctx->chunked = 1;
+	} else if (ascii_caseeq(line, n, "connection")) {
+		if (http_list_has(v, vn, "close")) {
+			ctx->keep_alive = 0;
+		}
+	} else if (ascii_caseeq(line, n, "replay-nonce")) {
+		size_t i;
+
+		for (i = 0; i < vn && b64_value((unsigned char)v[i], B64_URL) >= 0; i++) {
+		}
+		/* RFC 8555 section 6.5.1: an invalid nonce is ignored. */
+		if (i == vn && vn > 0 && vn <= ACME_SMIME_MAX_NONCE) {
+			copy_field(ctx->resp_nonce, sizeof ctx->resp_nonce, v, vn);
+		}
+	} else if (ascii_caseeq(line, n, "location")) {
+		if (copy_field(ctx->location, sizeof ctx->location, v, vn) < 0) {
+			return http_fail(ctx, "Location longer than ACME_SMIME_MAX_URL");
+		}
+	} else if (ascii_caseeq(line, n, "retry-after")) {
+		http_retry_after(ctx, v, vn);
+	} else if (ascii_caseeq(line, n, "content-type")) {
+		size_t e = 0;
+
+		while (e < vn && v[e] != ';' && v[e] != ' ') {
+			e++;
+		}
+		ctx->problem_json = ascii_caseeq(v, e, "application/problem+json");
+	}
+	return 0;
+}
+
+static int
+http_status_line(acme_smime_ctx *ctx, const char *line, size_t len)
+{
+	long code;
+
+	if (ctx->line_overflow || len < 12 || memcmp(line, "HTTP/1.", 7) != 0 ||
+	    line[8] != ' ' || (len > 12 && line[12] != ' ') ||
+	    (code = parse_digits(line + 9, 3)) < 100) {
+		return http_fail(ctx, "malformed HTTP status line");
+	}
+	ctx->status = (int)code;
+	if (line[7] == '0') {
+		ctx->keep_alive = 0;
+	}
+	return 0;
+}
+
+/* The header block ended: decide how the body is delimited. */
+static int
+http_headers_done(acme_smime_ctx *ctx)
+{
+	if (ctx->status >= 100 && ctx->status < 200) {
+		http_response_reset(ctx);   /* interim response: skip it */
+		return 0;
+	}
+	if (ctx->req_kind == REQ_HEAD || ctx->status == 204 || ctx->status == 304) {
+		ctx->resp_state = RS_DONE;
+	} else if (ctx->chunked) {
+		ctx->resp_state = RS_CHUNK_SIZE;
+	} else if (ctx->content_length != CONTENT_LENGTH_NONE) {
+		ctx->resp_state = ctx->content_length == 0 ? RS_DONE : RS_BODY;
+	} else {
+		ctx->keep_alive = 0;
+		ctx->resp_state = RS_UNTIL_CLOSE;
+	}
+	return 0;
+}
+
+static int
+http_chunk_size(acme_smime_ctx *ctx, const char *line, size_t len)
+{
+	size_t i, size = 0;
+
+	for (i = 0; i < len && hex_value((unsigned char)line[i]) >= 0; i++) {
+		if (size > (SIZE_MAX >> 8)) {
+			return http_fail(ctx, "HTTP chunk too large");
+		}
+		size = size * 16 + (size_t)hex_value((unsigned char)line[i]);
+	}
+	if (i == 0 || ctx->line_overflow || (i < len && line[i] != ';' &&
+	    line[i] != ' ' && line[i] != '\t')) {
+		return http_fail(ctx, "malformed HTTP chunk size");
+	}
+	ctx->chunk_left = size;
+	ctx->resp_state = size == 0 ? RS_TRAILER : RS_CHUNK_DATA;
+	return 0;
+}
+
+/* A complete line in ctx->line (CR removed). */
+static int
+http_line(acme_smime_ctx *ctx)
+{
+	const char *line = ctx->line;
+	size_t len = ctx->line_len;
+	int r = 0;
+
+	switch (ctx->resp_state) {
+	case RS_STATUS:
+		r = http_status_line(ctx, line, len);
+		ctx->resp_state = RS_HEADER;
+		break;
+	case RS_HEADER:
+		r = len == 0 && !ctx->line_overflow ? http_headers_done(ctx) :
+		    http_header(ctx, line, len);
+		break;
+	case RS_CHUNK_SIZE:
+		r = http_chunk_size(ctx, line, len);
+		break;
+	case RS_CHUNK_END:
+		if (len != 0) {
+			return http_fail(ctx, "missing CRLF after HTTP chunk");
+		}
+		ctx->resp_state = RS_CHUNK_SIZE;
+		break;
+	case RS_TRAILER:
+		if (len == 0 && !ctx->line_overflow) {
+			ctx->resp_state = RS_DONE;
+		}
+		break;
+	default:
+		break;
+	}
+	ctx->line_len = 0;
+	ctx->line_overflow = 0;
+	return r;
+}
+
+/* Append body bytes to the area; the last byte is kept for a NUL. */
+static int
+http_body(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
+{
+	if (n >= http_area_size(ctx) - ctx->body_len) {
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0,
+		    "HTTP response body larger than ACME_SMIME_HTTP_AREA");
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	memcpy(http_area(ctx) + ctx->body_len, data, n);
+	ctx->body_len += n;
+	return 0;
+}
+
+/* Feed received bytes to the parser; returns how many it took (it stops
+ * at the end of the response) or an error. */
+static long
+http_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
+{
+	size_t i = 0;
+	int r;
+
+	while (i < len && ctx->resp_state != RS_DONE) {
+		size_t take;
+
+		switch (ctx->resp_state) {
+		case RS_BODY:
+		case RS_CHUNK_DATA:
+			take = ctx->resp_state == RS_BODY ?
+			    ctx->content_length - ctx->body_len : ctx->chunk_left;
+			if (take > len - i) {
+				take = len - i;
+			}
+			if ((r = http_body(ctx, data + i, take)) < 0) {
+				return r;
+			}
+			i += take;
+			if (ctx->resp_state == RS_BODY) {
+				if (ctx->body_len == ctx->content_length) {
+					ctx->resp_state = RS_DONE;
+				}
+			} else if ((ctx->chunk_left -= take) == 0) {
+				ctx->resp_state = RS_CHUNK_END;
+			}
+			break;
+		case RS_UNTIL_CLOSE:
+			if ((r = http_body(ctx, data + i, len - i)) < 0) {
+				return r;
+			}
+			i = len;
+			break;
+		default:
+			if (data[i] == '\n') {
+				if (ctx->line_len > 0 && ctx->line[ctx->line_len - 1] == '\r') {
+					ctx->line_len--;
+				}
+				ctx->line[ctx->line_len] = '\0';
+				if ((r = http_line(ctx)) < 0) {
+					return r;
+				}
+			} else if (ctx->line_len < ACME_SMIME_MAX_HEADER_LINE) {
+				ctx->line[ctx->line_len++] = (char)data[i];
+			} else {
+				ctx->line_overflow = 1;
+			}
+			i++;
+			break;
+		}
+	}
+	return (long)i;
+}
+
+/* The server closed the connection. If it was a kept-alive connection
+ * closed before any byte of the answer, open a new one and send again
+ * (servers close idle connections at any time); else it is an error. */
+static int
+http_reopen(acme_smime_ctx *ctx)
+{
+	if (ctx->conn_requests > 0 && ctx->resp_bytes == 0) {
+		ctx->conn_requests = 0;
+		ctx->req_sent = 0;
+		ctx->xfer = XS_SEND;
+		return 0;
+	}
+	engine_fail(ctx, ACME_SMIME_ERR_NET, 1, "connection closed by the server");
+	return ACME_SMIME_ERR_NET;
+}
+
+/*
+ * Drive the prepared request through the connection and parse the
+ * response. Returns IO_READY when the response is complete (the body is
+ * NUL-terminated in the area), IO_BLOCK, or an error.
+ */
+static int
+http_exchange(acme_smime_ctx *ctx)
+{
+	br_ssl_engine_context *eng = &ctx->ssl.eng;
+	int r;
+
+	for (;;) {
+		if (ctx->conn_state == CONN_CLOSED) {
+			if ((r = tls_open(ctx, ctx->req_host, ctx->req_port)) < 0) {
+				return r;
+			}
+			ctx->conn_requests = 0;
+		}
+		if (ctx->xfer == XS_SEND) {
+			unsigned char *buf;
+			size_t len;
+
+			r = tls_pump(ctx, BR_SSL_SENDAPP);
+			if (r == ACME_SMIME_NET_CLOSED) {
+				if ((r = http_reopen(ctx)) < 0) {
+					return r;
+				}
+				continue;
+			}
+			if (r != IO_READY) {
+				return r;
+			}
+			buf = br_ssl_engine_sendapp_buf(eng, &len);
+			if (len > ctx->req_len - ctx->req_sent) {
+				len = ctx->req_len - ctx->req_sent;
+			}
+			memcpy(buf, http_area(ctx) + ctx->req_sent, len);
+			br_ssl_engine_sendapp_ack(eng, len);
+			ctx->req_sent += len;
+			if (ctx->req_sent == ctx->req_len) {
+				br_ssl_engine_flush(eng, 0);
+				ctx->xfer = XS_RECV;
+				http_response_reset(ctx);
+			}
+			continue;
+		}
+		r = tls_pump(ctx, BR_SSL_RECVAPP);
+		if (r == ACME_SMIME_NET_CLOSED) {
+			if (ctx->resp_state == RS_UNTIL_CLOSE) {
+				ctx->resp_state = RS_DONE;
+				break;
+			}
+			if ((r = http_reopen(ctx)) < 0) {
+				return r;
+			}
+			continue;
+		}
+		if (r != IO_READY) {
+			return r;
+		}
+		{
+			size_t len;
+			unsigned char *buf = br_ssl_engine_recvapp_buf(eng, &len);
+			long used = http_parse(ctx, buf, len);
+
+			if (used < 0) {
+				tls_close(ctx);
+				return (int)used;
+			}
+			ctx->resp_bytes += (size_t)used;
+			br_ssl_engine_recvapp_ack(eng, (size_t)used);
+		}
+		if (ctx->resp_state == RS_DONE) {
+			break;
+		}
+	}
+	http_area(ctx)[ctx->body_len] = '\0';
+	ctx->conn_requests++;
+	if (!ctx->keep_alive) {
+		/* Orderly close; BearSSL's close_notify is not waited for. */
+		tls_close(ctx);
+	}
+	return IO_READY;
+}
+
+/* ========================================================================
+ * 9. Engine: the RFC 8555 flow as a resumable state machine
+ *
+ * The state table below is the map of the client. Each state that talks
+ * to the server has a request builder and a response handler; the step
+ * function around them handles what every exchange shares: nonces,
+ * badNonce retries, rate limits and server errors, waits.
+ * ====================================================================== */
+
+/* Engine states (ctx->state); order matches engine_states[]. */
+enum {
+	ST_DIRECTORY,
+	ST_NONCE,
+	ST_ACCOUNT,
+	ST_ORDER,
+	ST_AUTHZ,
+	ST_CHALLENGE_PROVISION,
+	ST_CHALLENGE_RESPOND,
+	ST_AUTHZ_POLL,
+	ST_FINALIZE,
+	ST_ORDER_POLL,
+	ST_DOWNLOAD,
+	ST_DONE,
+	ST_COUNT
+};
+
+/* Phases of a state (ctx->phase). */
+#define PH_BUILD    0   /* build the request, or run a local state */
+#define PH_EXCHANGE 1   /* request in flight */
+#define PH_WAIT     2   /* waiting until ctx->wake_ms */
+
+static void
+engine_log(acme_smime_ctx *ctx, int level, const char *a, const char *b)
+{
+	char msg[ACME_SMIME_MAX_URL + 96];
+	textbuf tb;
+
+	if (ctx->ports->log == NULL) {
+		return;
+	}
+	tb_init(&tb, msg, sizeof msg);
+	tb_puts(&tb, a);
+	if (b != NULL) {
+		tb_puts(&tb, b);
+	}
+	if (tb_finish(&tb) < 0) {
+		memcpy(msg + sizeof msg - 4, "...", 4);
+	}
+	ctx->ports->log(ctx->ports->user, level, msg);
+}
+
+/* Record the sticky error (the first one wins). */
+static void
+engine_fail(acme_smime_ctx *ctx, int code, int retryable, const char *text)
+{
+	if (ctx->err.code != 0) {
+		return;
+	}
+	ctx->err.code = code;
+	ctx->err.retryable = retryable;
+	copy_field(ctx->err.text, sizeof ctx->err.text, text,
+	    strlen(text) < sizeof ctx->err.text ? strlen(text) : sizeof ctx->err.text - 1);
+	engine_log(ctx, ACME_SMIME_LOG_ERROR, "error: ", ctx->err.text);
+}
+
+static uint64_t
+engine_now_ms(const acme_smime_ctx *ctx)
+{
+	return ctx->ports->monotonic_ms(ctx->ports->user);
+}
+
+/* Wait seconds, then continue in state next; why is a short reason for
+ * progress displays ("poll", "retry-after", "rate-limited", ...). */
+static int
+engine_wait(acme_smime_ctx *ctx, uint32_t seconds, int next, const char *why)
+{
+	char msg[48];
+	textbuf tb;
+
+	tb_init(&tb, msg, sizeof msg);
+	tb_putu(&tb, seconds, 1);
+	tb_puts(&tb, " s (");
+	tb_puts(&tb, why);
+	tb_putc(&tb, ')');
+	tb_finish(&tb);
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "waiting ", msg);
+	ctx->wait_reason = why;
+	ctx->wake_ms = engine_now_ms(ctx) + (uint64_t)seconds * 1000u;
+	ctx->phase = PH_WAIT;
+	ctx->state = next;
+	return ACME_SMIME_WANT_TIME;
+}
+
+static uint32_t
+cfg_or(uint32_t v, uint32_t dflt)
+{
+	return v != 0 ? v : dflt;
+}
+
+/* The next poll delay: the server's Retry-After, clamped; without one, a
+ * delay that doubles from poll_min_s up to poll_max_s. */
+static uint32_t
+engine_poll_delay(acme_smime_ctx *ctx)
+{
+	uint32_t lo = cfg_or(ctx->cfg->poll_min_s, 1);
+	uint32_t hi = cfg_or(ctx->cfg->poll_max_s, 60);
+	uint32_t d;
+
+	if (hi < lo) {
+		hi = lo;
+	}
+	if (ctx->has_retry_after) {
+		d = ctx->retry_after_s;
+	} else {
+		d = ctx->poll_delay_s < lo ? lo : ctx->poll_delay_s;
+		ctx->poll_delay_s = d > hi / 2 ? hi : d * 2;
+	}
+	return d < lo ? lo : d > hi ? hi : d;
+}
+
+/* Tokens for parsing the response body go after it in the HTTP area,
+ * aligned for jsmntok_t (the area itself is int-aligned: the caller's work
+ * buffer must be, acme_smime_init() checks it). Returns the count. */
+static unsigned
+engine_tokens(acme_smime_ctx *ctx, jsmntok_t **tok)
+{
+	unsigned char *area = http_area(ctx);
+	size_t off = (ctx->body_len + sizeof(jsmntok_t)) / sizeof(jsmntok_t) *
+	    sizeof(jsmntok_t);
+	size_t room = http_area_size(ctx) > off ? http_area_size(ctx) - off : 0;
+	size_t ntok = room / sizeof(jsmntok_t);
+
+	*tok = (jsmntok_t *)(void *)(area + off);
+	return (unsigned)(ntok > ACME_SMIME_JSON_TOKENS ? ACME_SMIME_JSON_TOKENS : ntok);
+}
+
+/* Why the next poll waits: the server said so, or our back-off. */
+static const char *
+engine_poll_reason(const acme_smime_ctx *ctx)
+{
+	return ctx->has_retry_after ? "retry-after" : "backoff";
+}
+
+/* Wait before polling again, then continue in state next. */
+static int
+engine_poll(acme_smime_ctx *ctx, int next)
+{
+	const char *why = engine_poll_reason(ctx);
+
+	return engine_wait(ctx, engine_poll_delay(ctx), next, why);
+}
+
+/* Parse the response body as JSON. */
+static int
+engine_json(acme_smime_ctx *ctx, json_doc *d)
+{
+	jsmntok_t *tok;
+	unsigned ntok = engine_tokens(ctx, &tok);
+	int r = json_parse(d, (const char *)http_area(ctx), ctx->body_len, tok, ntok);
+
+	if (r != ACME_SMIME_OK) {
+		engine_fail(ctx, r, 0, r == ACME_SMIME_ERR_LIMIT ?
+		    "server JSON has more tokens than ACME_SMIME_JSON_TOKENS" :
+		    "server sent malformed JSON");
+	}
+	return r;
+}
+
+/* Copy string member key of object obj into a fixed field. */
+static int
+engine_member(acme_smime_ctx *ctx, const json_doc *d, int obj, const char *key,
+	char *out, size_t out_size)
+{
+	int r = json_get_member(d, obj, key, out, out_size);
+
+	if (r < 0) {
+		engine_log(ctx, ACME_SMIME_LOG_ERROR, "missing or bad JSON member: ", key);
+		engine_fail(ctx, r == ACME_SMIME_ERR_BUFFER ? ACME_SMIME_ERR_LIMIT :
+		    ACME_SMIME_ERR_JSON, 0, "server object lacks a field or it is too long");
+		return ctx->err.code;
+	}
+	return 0;
+}
+
+/* Keep a problem document's type, detail and subproblems in ctx->err. */
+static void
+engine_problem(acme_smime_ctx *ctx, const json_doc *d)
+{
+	int sub, item, k;
+	textbuf tb;
+
+	json_get_member(d, 0, "type", ctx->err.problem_type, sizeof ctx->err.problem_type);
+	if (json_get_member(d, 0, "detail", ctx->err.problem_detail,
+	    sizeof ctx->err.problem_detail) < 0) {
+		ctx->err.problem_detail[0] = '\0';
+	}
+	sub = json_find(d, 0, "subproblems");
+	tb_init(&tb, ctx->err.problem_detail, sizeof ctx->err.problem_detail);
+	tb.len = strlen(ctx->err.problem_detail);
+	for (k = 0; (item = json_array_item(d, sub, k)) >= 0; k++) {
+		char v[96];
+		int id = json_find(d, item, "identifier");
+
+		tb_puts(&tb, "; ");
+		if (json_get_member(d, id, "value", v, sizeof v) >= 0) {
+			tb_puts(&tb, v);
+			tb_puts(&tb, ": ");
+		}
+		if (json_get_member(d, item, "detail", v, sizeof v) >= 0) {
+			tb_puts(&tb, v);
+		}
+	}
+	if (tb_finish(&tb) < 0) {
+		/* Keep what fitted, marked as cut. */
+		size_t n = sizeof ctx->err.problem_detail;
+
+		json_get_member(d, 0, "detail", ctx->err.problem_detail, n);
+		memcpy(ctx->err.problem_detail + n - 4, "...", 4);
+	}
+}
+
+static int
+problem_is(const acme_smime_ctx *ctx, const char *name)
+{
+	static const char prefix[] = "urn:ietf:params:acme:error:";
+
+	return strncmp(ctx->err.problem_type, prefix, sizeof prefix - 1) == 0 &&
+	    strcmp(ctx->err.problem_type + sizeof prefix - 1, name) == 0;
+}
+
+/* --- requests --- */
+
+/* Sign payload (JSON text at the end of the area) for url and prepare the
+ * POST. kid: the account URL, or NULL for a jwk-signed request. */
+static int
+engine_post(acme_smime_ctx *ctx, const char *url, const char *payload,
+	size_t payload_len, int use_jwk, int kind)
+{
+	unsigned char *area = http_area(ctx);
+	size_t room = http_area_size(ctx) - HTTP_HEAD_ROOM - HTTP_PAYLOAD_ROOM;
+	jws_header hdr;
+	int n;
+
+	hdr.nonce = ctx->nonce;
+	hdr.url = url;
+	hdr.kid = use_jwk ? NULL : ctx->url_account;
+	n = jws_write((char *)area + HTTP_HEAD_ROOM, room, &ctx->account_key, &hdr,
+	    payload, payload_len);
+	/* A nonce is good for one request, whatever the answer. */
+	ctx->nonce[0] = '\0';
+	if (n < 0) {
+		engine_fail(ctx, n, 0, n == ACME_SMIME_ERR_BUFFER ?
+		    "request does not fit in ACME_SMIME_HTTP_AREA" : "signing failed");
+		return n;
+	}
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "POST ", url);
+	return http_prepare(ctx, kind, url, (size_t)n);
+}
+
+/* The payload scratch at the end of the HTTP area. */
+static char *
+engine_payload_room(acme_smime_ctx *ctx)
+{
+	return (char *)http_area(ctx) + http_area_size(ctx) - HTTP_PAYLOAD_ROOM;
+}
+
+static int
+engine_post_as_get(acme_smime_ctx *ctx, const char *url)
+{
+	return engine_post(ctx, url, "", 0, 0, REQ_POST);
+}
+
+static int
+req_directory(acme_smime_ctx *ctx)
+{
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "GET ", ctx->cfg->directory_url);
+	return http_prepare(ctx, REQ_GET, ctx->cfg->directory_url, 0);
+}
+
+static int
+req_nonce(acme_smime_ctx *ctx)
+{
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "HEAD ", ctx->url_new_nonce);
+	return http_prepare(ctx, REQ_HEAD, ctx->url_new_nonce, 0);
+}
+
+/* External account binding (RFC 8555 section 7.3.4): a JWS over the
+ * account JWK, MACed with the CA-provided key (HS256). */
+static int
+engine_put_eab(acme_smime_ctx *ctx, textbuf *tb)
+{
+	unsigned char key[128], mac[32];
+	br_hmac_key_context kc;
+	br_hmac_context hc;
+	size_t mark, prot, prot_end, raw;
+	int klen;
+
+	klen = b64_decode(key, sizeof key, ctx->cfg->eab_hmac_key,
+	    strlen(ctx->cfg->eab_hmac_key), B64_URL | B64_PAD_OK);
+	if (klen <= 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0, "EAB HMAC key is not base64url");
+		return ACME_SMIME_ERR_INVALID;
+	}
+	tb_puts(tb, "{\"protected\":\"");
+	mark = tb->len;
+	tb_puts(tb, "{\"alg\":\"HS256\",\"kid\":");
+	json_put_string(tb, ctx->cfg->eab_kid);
+	tb_puts(tb, ",\"url\":");
+	json_put_string(tb, ctx->url_new_account);
+	tb_putc(tb, '}');
+	raw = tb->len - mark;
+	tb->len = mark;
+	if (!tb->overflow) {
+		tb_put_b64url(tb, tb->buf + mark, raw);
+	}
+	prot = mark;
+	prot_end = tb->len;
+	tb_puts(tb, "\",\"payload\":\"");
+	mark = tb->len;
+	jwk_put(tb, &ctx->account_key);
+	raw = tb->len - mark;
+	tb->len = mark;
+	if (!tb->overflow) {
+		tb_put_b64url(tb, tb->buf + mark, raw);
+	}
+	if (!tb->overflow) {
+		br_hmac_key_init(&kc, &br_sha256_vtable, key, (size_t)klen);
+		br_hmac_init(&hc, &kc, 0);
+		br_hmac_update(&hc, tb->buf + prot, prot_end - prot);
+		br_hmac_update(&hc, ".", 1);
+		br_hmac_update(&hc, tb->buf + mark, tb->len - mark);
+		br_hmac_out(&hc, mac);
+		tb_puts(tb, "\",\"signature\":\"");
+		tb_put_b64url(tb, mac, sizeof mac);
+		tb_puts(tb, "\"}");
+	}
+	wipe(key, sizeof key);
+	wipe(&kc, sizeof kc);
+	wipe(&hc, sizeof hc);
+	return 0;
+}
+
+static int
+req_account(acme_smime_ctx *ctx)
+{
+	char *p = engine_payload_room(ctx);
+	textbuf tb;
+	int n, first = 1;
+
+	tb_init(&tb, p, HTTP_PAYLOAD_ROOM);
+	tb_putc(&tb, '{');
+	if (ctx->cfg->agree_tos) {
+		tb_puts(&tb, "\"termsOfServiceAgreed\":true");
+		first = 0;
+	}
+	if (ctx->cfg->contact != NULL) {
+		tb_puts(&tb, first ? "\"contact\":[" : ",\"contact\":[");
+		json_put_string(&tb, ctx->cfg->contact);
+		tb_putc(&tb, ']');
+		first = 0;
+	}
+	if (ctx->cfg->eab_kid != NULL && ctx->cfg->eab_hmac_key != NULL) {
+		tb_puts(&tb, first ? "\"externalAccountBinding\":" :
+		    ",\"externalAccountBinding\":");
+		if (engine_put_eab(ctx, &tb) < 0) {
+			return ctx->err.code;
+		}
+	}
+	tb_putc(&tb, '}');
+	if ((n = tb_finish(&tb)) < 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "account request too large");
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	return engine_post(ctx, ctx->url_new_account, p, (size_t)n, 1, REQ_POST);
+}
+
+static int
+req_order(acme_smime_ctx *ctx)
+{
+	char *p = engine_payload_room(ctx);
+	int n = acme_smime_order_payload(p, HTTP_PAYLOAD_ROOM, ctx->cfg->identifiers,
+	    ctx->cfg->identifier_count);
+
+	if (n < 0) {
+		engine_fail(ctx, n, 0, "bad identifiers in the configuration");
+		return n;
+	}
+	return engine_post(ctx, ctx->url_new_order, p, (size_t)n, 0, REQ_POST);
+}
+
+static int
+req_authz(acme_smime_ctx *ctx)
+{
+	return engine_post_as_get(ctx, ctx->url_authz[ctx->authz_index]);
+}
+
+static int
+req_challenge_respond(acme_smime_ctx *ctx)
+{
+	return engine_post(ctx, ctx->challenge.url, "{}", 2, 0, REQ_POST);
+}
+
+static int
+req_finalize(acme_smime_ctx *ctx)
+{
+	char *p = engine_payload_room(ctx);
+	unsigned char *der = (unsigned char *)p + HTTP_PAYLOAD_ROOM / 2;
+	textbuf tb;
+	int n, r;
+
+	if (ctx->cert_key.type == 0) {
+		r = acme_smime_key_generate(&ctx->cert_key,
+		    ctx->cfg->cert_key_type ? ctx->cfg->cert_key_type : ACME_SMIME_KEY_P256,
+		    ctx->ports->entropy, ctx->ports->user);
+		if (r < 0) {
+			engine_fail(ctx, r, 0, "certificate key generation failed");
+			return r;
+		}
+	}
+	n = acme_smime_csr_write(der, HTTP_PAYLOAD_ROOM / 2, &ctx->cert_key,
+	    ctx->cfg->identifiers, ctx->cfg->identifier_count, ctx->cfg->key_usage);
+	if (n < 0) {
+		engine_fail(ctx, n, 0, "cannot build the CSR");
+		return n;
+	}
+	tb_init(&tb, p, HTTP_PAYLOAD_ROOM / 2);
+	tb_puts(&tb, "{\"csr\":\"");
+	tb_put_b64url(&tb, der, (size_t)n);
+	tb_puts(&tb, "\"}");
+	if ((n = tb_finish(&tb)) < 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "CSR too large");
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	return engine_post(ctx, ctx->url_finalize, p, (size_t)n, 0, REQ_POST);
+}
+
+static int
+req_order_poll(acme_smime_ctx *ctx)
+{
+	return engine_post_as_get(ctx, ctx->url_order);
+}
+
+static int
+req_download(acme_smime_ctx *ctx)
+{
+	return engine_post(ctx, ctx->url_certificate, "", 0, 0, REQ_POST_PEM);
+}
+
+/* --- responses: each returns the next state, or an error --- */
+
+static int
+expect_status(acme_smime_ctx *ctx, int a, int b)
+{
+	if (ctx->status != a && ctx->status != b) {
+		engine_fail(ctx, ACME_SMIME_ERR_HTTP, 1, "unexpected HTTP status from the server");
+		ctx->err.http_status = ctx->status;
+		return ACME_SMIME_ERR_HTTP;
+	}
+	return 0;
+}
+
+static int
+resp_directory(acme_smime_ctx *ctx)
+{
+	json_doc d;
+	int meta;
+
+	if (expect_status(ctx, 200, 200) < 0 || engine_json(ctx, &d) < 0 ||
+	    engine_member(ctx, &d, 0, "newNonce", ctx->url_new_nonce,
+	    sizeof ctx->url_new_nonce) < 0 ||
+	    engine_member(ctx, &d, 0, "newAccount", ctx->url_new_account,
+	    sizeof ctx->url_new_account) < 0 ||
+	    engine_member(ctx, &d, 0, "newOrder", ctx->url_new_order,
+	    sizeof ctx->url_new_order) < 0) {
+		return ctx->err.code;
+	}
+	meta = json_find(&d, 0, "meta");
+	if (meta >= 0) {
+		int e = json_find(&d, meta, "externalAccountRequired");
+
+		if (e >= 0 && d.tok[e].type == JSMN_PRIMITIVE && d.js[d.tok[e].start] == 't' &&
+		    ctx->cfg->eab_kid == NULL && ctx->url_account[0] == '\0') {
+			engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0,
+			    "the server requires external account binding (EAB key id and MAC key)");
+			return ctx->err.code;
+		}
+	}
+	return ctx->url_account[0] != '\0' ? ST_ORDER : ST_ACCOUNT;
+}
+
+static int
+resp_nonce(acme_smime_ctx *ctx)
+{
+	if (ctx->resp_nonce[0] == '\0') {
+		return http_fail(ctx, "newNonce answered without a Replay-Nonce");
+	}
+	return ctx->after;
+}
+
+static int
+resp_account(acme_smime_ctx *ctx)
+{
+	json_doc d;
+
+	if (expect_status(ctx, 200, 201) < 0 || engine_json(ctx, &d) < 0) {
+		return ctx->err.code;
+	}
+	if (ctx->location[0] == '\0') {
+		return http_fail(ctx, "newAccount answered without a Location");
+	}
+	if (!json_member_is(&d, 0, "status", "valid")) {
+		engine_fail(ctx, ACME_SMIME_ERR_STATE, 0, "the account is not valid");
+		return ctx->err.code;
+	}
+	memcpy(ctx->url_account, ctx->location, sizeof ctx->url_account);
+	engine_log(ctx, ACME_SMIME_LOG_INFO, ctx->status == 201 ?
+	    "account created: " : "account found: ", ctx->url_account);
+	return ST_ORDER;
+}
+
+/* Read an order object: status, authorizations, finalize, certificate.
+ * Returns the state that follows from its status. */
+static int
+engine_order_object(acme_smime_ctx *ctx)
+{
+	json_doc d;
+	int list, item, k;
+	char status[16];
+
+	if (engine_json(ctx, &d) < 0 ||
+	    engine_member(ctx, &d, 0, "status", status, sizeof status) < 0 ||
+	    engine_member(ctx, &d, 0, "finalize", ctx->url_finalize,
+	    sizeof ctx->url_finalize) < 0) {
+		return ctx->err.code;
+	}
+	list = json_find(&d, 0, "authorizations");
+	if (list < 0 || d.tok[list].type != JSMN_ARRAY || d.tok[list].size < 1) {
+		return http_fail(ctx, "order without authorizations");
+	}
+	if (d.tok[list].size > ACME_SMIME_MAX_AUTHZ) {
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0,
+		    "order has more authorizations than ACME_SMIME_MAX_AUTHZ");
+		return ctx->err.code;
+	}
+	for (k = 0; (item = json_array_item(&d, list, k)) >= 0; k++) {
+		if (json_get_string(&d, item, ctx->url_authz[k], sizeof ctx->url_authz[k]) < 0) {
+			engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "authorization URL too long");
+			return ctx->err.code;
+		}
+	}
+	ctx->authz_count = (unsigned)k;
+	if (strcmp(status, "valid") == 0) {
+		if (engine_member(ctx, &d, 0, "certificate", ctx->url_certificate,
+		    sizeof ctx->url_certificate) < 0) {
+			return ctx->err.code;
+		}
+		return ST_DOWNLOAD;
+	}
+	if (strcmp(status, "ready") == 0) {
+		return ST_FINALIZE;
+	}
+	if (strcmp(status, "processing") == 0) {
+		return ST_ORDER_POLL;
+	}
+	if (strcmp(status, "pending") == 0) {
+		ctx->authz_index = 0;
+		return ST_AUTHZ;
+	}
+	engine_fail(ctx, ACME_SMIME_ERR_STATE, 0, "the order is invalid");
+	return ctx->err.code;
+}
+
+static int
+resp_order(acme_smime_ctx *ctx)
+{
+	int next;
+
+	if (expect_status(ctx, 201, 201) < 0) {
+		return ctx->err.code;
+	}
+	if (ctx->location[0] == '\0') {
+		return http_fail(ctx, "newOrder answered without a Location");
+	}
+	memcpy(ctx->url_order, ctx->location, sizeof ctx->url_order);
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "order: ", ctx->url_order);
+	next = engine_order_object(ctx);
+	return next == ST_ORDER_POLL ? engine_poll(ctx, next) : next;
+}
+
+/* After an authorization is valid: the next one, or finalize. */
+static int
+engine_next_authz(acme_smime_ctx *ctx)
+{
+	ctx->poll_delay_s = 0;
+	if (++ctx->authz_index < ctx->authz_count) {
+		return ST_AUTHZ;
+	}
+	return ST_FINALIZE;
+}
+
+/* The failing challenge's problem, kept as the error. */
+static void
+engine_challenge_error(acme_smime_ctx *ctx, const json_doc *d)
+{
+	int list = json_find(d, 0, "challenges"), item, k;
+
+	for (k = 0; (item = json_array_item(d, list, k)) >= 0; k++) {
+		int e = json_find(d, item, "error");
+
+		if (e >= 0 && d->tok[e].type == JSMN_OBJECT) {
+			json_get_member(d, e, "type", ctx->err.problem_type,
+			    sizeof ctx->err.problem_type);
+			json_get_member(d, e, "detail", ctx->err.problem_detail,
+			    sizeof ctx->err.problem_detail);
+			return;
+		}
+	}
+}
+
+/* Read an authorization; pick the challenge this client answers. */
+static int
+resp_authz(acme_smime_ctx *ctx)
+{
+	json_doc d;
+	char status[16], type[8];
+	int id, r;
+
+	if (expect_status(ctx, 200, 200) < 0 || engine_json(ctx, &d) < 0 ||
+	    engine_member(ctx, &d, 0, "status", status, sizeof status) < 0) {
+		return ctx->err.code;
+	}
+	if (strcmp(status, "valid") == 0) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "authorization already valid: ",
+		    ctx->url_authz[ctx->authz_index]);
+		return engine_next_authz(ctx);
+	}
+	if (strcmp(status, "pending") != 0) {
+		engine_challenge_error(ctx, &d);
+		engine_fail(ctx, ACME_SMIME_ERR_STATE, 0, "the authorization is not pending");
+		return ctx->err.code;
+	}
+	id = json_find(&d, 0, "identifier");
+	if (engine_member(ctx, &d, id, "type", type, sizeof type) < 0 ||
+	    engine_member(ctx, &d, id, "value", ctx->authz_identifier,
+	    sizeof ctx->authz_identifier) < 0) {
+		return ctx->err.code;
+	}
+	if (strcmp(type, "dns") != 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_UNSUPPORTED, 0,
+		    "email identifiers (email-reply-00) are not built into this release");
+		return ctx->err.code;
+	}
+	r = acme_smime_parse_authorization((const char *)http_area(ctx), ctx->body_len,
+	    "http-01", &ctx->challenge);
+	if (r < 0) {
+		engine_fail(ctx, r, 0, "the authorization offers no usable http-01 challenge");
+		return r;
+	}
+	return ST_CHALLENGE_PROVISION;
+}
+
+/* Local state: have the caller publish the http-01 key authorization. */
+static int
+local_challenge_provision(acme_smime_ctx *ctx)
+{
+	char tp[ACME_SMIME_THUMBPRINT_SIZE];
+	char ka[ACME_SMIME_MAX_TOKEN + ACME_SMIME_THUMBPRINT_SIZE + 2];
+	textbuf tb;
+	int r;
+
+	if (ctx->ports->challenge == NULL) {
+		engine_fail(ctx, ACME_SMIME_ERR_UNSUPPORTED, 0,
+		    "dns identifiers need the challenge hook");
+		return ctx->err.code;
+	}
+	acme_smime_jwk_thumbprint(&ctx->account_key, tp);
+	tb_init(&tb, ka, sizeof ka);
+	tb_puts(&tb, ctx->challenge.token);
+	tb_putc(&tb, '.');
+	tb_puts(&tb, tp);
+	if (tb_finish(&tb) < 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "challenge token too long");
+		return ctx->err.code;
+	}
+	r = ctx->ports->challenge(ctx->ports->user, ACME_SMIME_CHALLENGE_PROVISION,
+	    ctx->authz_identifier, ctx->challenge.token, ka);
+	if (r < 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_HOOK, 1, "the challenge hook failed");
+		return ctx->err.code;
+	}
+	if (r > 0) {
+		return engine_wait(ctx, cfg_or(ctx->cfg->poll_min_s, 1),
+		    ST_CHALLENGE_PROVISION, "challenge-hook");
+	}
+	return ST_CHALLENGE_RESPOND;
+}
+
+static void
+engine_challenge_withdraw(acme_smime_ctx *ctx)
+{
+	if (ctx->ports->challenge != NULL) {
+		ctx->ports->challenge(ctx->ports->user, ACME_SMIME_CHALLENGE_REMOVE,
+		    ctx->authz_identifier, ctx->challenge.token, "");
+	}
+}
+
+static int
+resp_challenge_respond(acme_smime_ctx *ctx)
+{
+	if (expect_status(ctx, 200, 200) < 0) {
+		return ctx->err.code;
+	}
+	ctx->poll_delay_s = 0;
+	return engine_poll(ctx, ST_AUTHZ_POLL);
+}
+
+static int
+resp_authz_poll(acme_smime_ctx *ctx)
+{
+	json_doc d;
+	char status[16];
+
+	if (expect_status(ctx, 200, 200) < 0 || engine_json(ctx, &d) < 0 ||
+	    engine_member(ctx, &d, 0, "status", status, sizeof status) < 0) {
+		return ctx->err.code;
+	}
+	if (strcmp(status, "valid") == 0) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "authorization valid: ",
+		    ctx->authz_identifier);
+		engine_challenge_withdraw(ctx);
+		return engine_next_authz(ctx);
+	}
+	if (strcmp(status, "pending") == 0) {
+		return engine_poll(ctx, ST_AUTHZ_POLL);
+	}
+	engine_challenge_withdraw(ctx);
+	engine_challenge_error(ctx, &d);
+	engine_fail(ctx, ACME_SMIME_ERR_STATE, 0, "the challenge failed: authorization invalid");
+	return ctx->err.code;
+}
+
+static int
+resp_finalize(acme_smime_ctx *ctx)
+{
+	int next;
+
+	if (expect_status(ctx, 200, 200) < 0) {
+		return ctx->err.code;
+	}
+	next = engine_order_object(ctx);
+	if (next == ST_ORDER_POLL) {
+		ctx->poll_delay_s = 0;
+		return engine_poll(ctx, next);
+	}
+	if (next >= 0 && next != ST_DOWNLOAD) {
+		engine_fail(ctx, ACME_SMIME_ERR_STATE, 0, "the order did not move on after finalize");
+		return ctx->err.code;
+	}
+	return next;
+}
+
+static int
+resp_order_poll(acme_smime_ctx *ctx)
+{
+	int next;
+
+	if (expect_status(ctx, 200, 200) < 0) {
+		return ctx->err.code;
+	}
+	next = engine_order_object(ctx);
+	if (next == ST_ORDER_POLL) {
+		return engine_poll(ctx, next);
+	}
+	if (next >= 0 && next != ST_DOWNLOAD) {
+		engine_fail(ctx, ACME_SMIME_ERR_STATE, 0, "the order went back from processing");
+		return ctx->err.code;
+	}
+	return next;
+}
+
+static int
+resp_download(acme_smime_ctx *ctx)
+{
+	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+
+	if (expect_status(ctx, 200, 200) < 0) {
+		return ctx->err.code;
+	}
+	if (ctx->body_len < sizeof begin ||
+	    memcmp(http_area(ctx), begin, sizeof begin - 1) != 0) {
+		return http_fail(ctx, "the certificate is not a PEM chain");
+	}
+	ctx->chain_len = ctx->body_len;
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "certificate downloaded", NULL);
+	return ST_DONE;
+}
+
+typedef struct {
+	const char *name;
+	int (*request)(acme_smime_ctx *ctx);   /* NULL: a local state */
+	int (*response)(acme_smime_ctx *ctx);  /* or the local action */
+	int signed_request;                    /* needs a nonce */
+} engine_state;
+
+static const engine_state engine_states[ST_COUNT] = {
+	{ "directory",           req_directory,         resp_directory,         0 },
+	{ "new-nonce",           req_nonce,             resp_nonce,             0 },
+	{ "new-account",         req_account,           resp_account,           1 },
+	{ "new-order",           req_order,             resp_order,             1 },
+	{ "authorization",       req_authz,             resp_authz,             1 },
+	{ "challenge-provision", NULL,                  local_challenge_provision, 0 },
+	{ "challenge-respond",   req_challenge_respond, resp_challenge_respond, 1 },
+	{ "authorization-poll",  req_authz,             resp_authz_poll,        1 },
+	{ "finalize",            req_finalize,          resp_finalize,          1 },
+	{ "order-poll",          req_order_poll,        resp_order_poll,        1 },
+	{ "download",            req_download,          resp_download,          1 },
+	{ "done",                NULL,                  NULL,                   0 },
+};
+
+/*
+ * What every response shares, before its state's handler: keep the new
+ * nonce; on an error status read the problem document and decide between
+ * a retry (badNonce at once; rateLimited/503 after Retry-After; other 5xx
+ * with back-off; each bounded) and failure. Returns 1 when the handler
+ * should run, 0 when the request is to be retried, or an error.
+ */
+static int
+engine_check_response(acme_smime_ctx *ctx)
+{
+	uint32_t max_retries = cfg_or(ctx->cfg->request_retries, 5);
+	json_doc d;
+
+	if (ctx->resp_nonce[0] != '\0') {
+		memcpy(ctx->nonce, ctx->resp_nonce, sizeof ctx->nonce);
+	}
+	if (ctx->status < 400) {
+		ctx->retries = 0;
+		ctx->nonce_retries = 0;
+		return 1;
+	}
+	ctx->err.problem_type[0] = '\0';
+	ctx->err.problem_detail[0] = '\0';
+	if (ctx->problem_json) {
+		jsmntok_t *tok;
+		unsigned ntok = engine_tokens(ctx, &tok);
+
+		if (json_parse(&d, (const char *)http_area(ctx), ctx->body_len, tok,
+		    ntok) == ACME_SMIME_OK) {
+			engine_problem(ctx, &d);
+		}
+	}
+	/* badNonce has its own, larger bound: a server may reject any share
+	 * of nonces (Pebble's test knob rejects half), and each retry costs
+	 * one request, no wait. */
+	if (ctx->status == 400 && problem_is(ctx, "badNonce") &&
+	    ctx->nonce_retries < ACME_SMIME_MAX_BAD_NONCE) {
+		ctx->nonce_retries++;
+		ctx->stats.bad_nonce_retries++;
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "badNonce: retrying", NULL);
+		return 0;
+	}
+	if (ctx->retries < max_retries) {
+		if ((problem_is(ctx, "rateLimited") || ctx->status == 503 ||
+		    ctx->status == 429) && ctx->has_retry_after &&
+		    ctx->retry_after_s <= cfg_or(ctx->cfg->retry_after_max_s, 300)) {
+			ctx->retries++;
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "rate limited: retrying later", NULL);
+			engine_wait(ctx, ctx->retry_after_s, ctx->state, "rate-limited");
+			return 0;
+		}
+		if (ctx->status >= 500 && !problem_is(ctx, "rateLimited")) {
+			ctx->retries++;
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "server error: retrying later", NULL);
+			engine_wait(ctx, 1u << (ctx->retries < 6 ? ctx->retries : 6), ctx->state,
+			    "server-error");
+			return 0;
+		}
+	}
+	engine_fail(ctx, ACME_SMIME_ERR_ACME, ctx->status >= 500 || problem_is(ctx, "rateLimited"),
+	    ctx->err.problem_type[0] != '\0' ? "the ACME server refused the request" :
+	    "the ACME server answered with an error status");
+	ctx->err.http_status = ctx->status;
+	return ctx->err.code;
+}
+
+/* --- the public engine API --- */
+
+int
+acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
+	const acme_smime_ports *ports, unsigned char *work, size_t work_size,
+	const acme_smime_key *account_key)
+{
+	int r;
+
+	if (ctx == NULL || cfg == NULL || ports == NULL || work == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	memset(ctx, 0, sizeof *ctx);
+	ctx->cfg = cfg;
+	ctx->ports = ports;
+	ctx->work = work;
+	ctx->work_size = work_size;
+	ctx->sock = -1;
+	if (work_size < BR_SSL_BUFSIZE_MONO + HTTP_HEAD_ROOM + HTTP_PAYLOAD_ROOM + 2048 ||
+	    ((size_t)work & (sizeof(int) - 1)) != 0 || cfg->directory_url == NULL ||
+	    ports->net_connect == NULL || ports->net_send == NULL ||
+	    ports->net_recv == NULL || ports->net_close == NULL ||
+	    ports->unix_time == NULL || ports->monotonic_ms == NULL ||
+	    ports->entropy == NULL || !identifiers_ok(cfg->identifiers, cfg->identifier_count) ||
+	    cfg->trust_anchors == NULL || cfg->trust_anchor_count == 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0,
+		    "incomplete configuration, ports or work buffer");
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (account_key != NULL) {
+		if (!key_usable(account_key)) {
+			engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0, "the account key is not usable");
+			return ACME_SMIME_ERR_INVALID;
+		}
+		ctx->account_key = *account_key;
+	} else {
+		r = acme_smime_key_generate(&ctx->account_key,
+		    cfg->account_key_type ? cfg->account_key_type : ACME_SMIME_KEY_P256,
+		    ports->entropy, ports->user);
+		if (r < 0) {
+			engine_fail(ctx, r, 0, "account key generation failed");
+			return r;
+		}
+	}
+	tls_setup(ctx, work, BR_SSL_BUFSIZE_MONO);
+	ctx->state = ST_DIRECTORY;
+	ctx->phase = PH_BUILD;
+	ctx->deadline_ms = ports->monotonic_ms(ports->user) +
+	    (uint64_t)cfg_or(cfg->deadline_s, 3600) * 1000u;
+	return ACME_SMIME_OK;
+}
+
+/* Enter state next (or stay on error). */
+static int
+engine_enter(acme_smime_ctx *ctx, int next)
+{
+	if (next < 0) {
+		return next;
+	}
+	if (ctx->phase == PH_WAIT) {
+		return ACME_SMIME_WANT_TIME;   /* the handler chose to wait */
+	}
+	if (next != ctx->state) {
+		engine_log(ctx, ACME_SMIME_LOG_DEBUG, "state: ", engine_states[next].name);
+	}
+	ctx->state = next;
+	ctx->phase = PH_BUILD;
+	return next == ST_DONE ? ACME_SMIME_DONE : ACME_SMIME_AGAIN;
+}
+
+int
+acme_smime_step(acme_smime_ctx *ctx)
+{
+	const engine_state *st;
+	int r;
+
+	if (ctx == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (ctx->err.code != 0) {
+		return ctx->err.code;
+	}
+	if (ctx->state == ST_DONE) {
+		return ACME_SMIME_DONE;
+	}
+	if (engine_now_ms(ctx) > ctx->deadline_ms) {
+		tls_close(ctx);
+		engine_fail(ctx, ACME_SMIME_ERR_TIMEOUT, 1, "the enrollment deadline passed");
+		return ctx->err.code;
+	}
+	st = &engine_states[ctx->state];
+	switch (ctx->phase) {
+	case PH_WAIT:
+		if (engine_now_ms(ctx) < ctx->wake_ms) {
+			return ACME_SMIME_WANT_TIME;
+		}
+		ctx->phase = PH_BUILD;
+		return ACME_SMIME_AGAIN;
+	case PH_BUILD:
+		if (st->request == NULL) {
+			return engine_enter(ctx, st->response(ctx));
+		}
+		if (st->signed_request && ctx->nonce[0] == '\0') {
+			ctx->after = ctx->state;
+			ctx->state = ST_NONCE;
+			st = &engine_states[ST_NONCE];
+		}
+		if ((r = st->request(ctx)) < 0) {
+			return r;
+		}
+		ctx->phase = PH_EXCHANGE;
+		/* fall through */
+	default:
+		r = http_exchange(ctx);
+		if (r == IO_BLOCK) {
+			return ACME_SMIME_WANT_IO;
+		}
+		if (r < 0) {
+			return r;
+		}
+		ctx->phase = PH_BUILD;
+		r = engine_check_response(ctx);
+		if (r <= 0) {
+			return r < 0 ? r : ctx->phase == PH_WAIT ? ACME_SMIME_WANT_TIME :
+			    ACME_SMIME_AGAIN;
+		}
+		return engine_enter(ctx, st->response(ctx));
+	}
+}
+
+int
+acme_smime_run(acme_smime_ctx *ctx)
+{
+	const acme_smime_ports *p;
+
+	if (ctx == NULL || ctx->ports == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	p = ctx->ports;
+	for (;;) {
+		int r = acme_smime_step(ctx);
+
+		if (r == ACME_SMIME_DONE || r < 0) {
+			return r;
+		}
+		if (r == ACME_SMIME_WANT_IO && p->net_wait != NULL) {
+			p->net_wait(p->user, ctx->sock, ctx->io_events, 1000);
+		} else if (r == ACME_SMIME_WANT_TIME && p->sleep_ms != NULL) {
+			uint64_t now = engine_now_ms(ctx);
+
+			if (ctx->wake_ms > now) {
+				uint64_t ms = ctx->wake_ms - now;
+
+				p->sleep_ms(p->user, ms > 1000 ? 1000 : (uint32_t)ms);
+			}
+		}
+	}
+}
+
+int
+acme_smime_io(const acme_smime_ctx *ctx, int *events)
+{
+	if (events != NULL) {
+		*events = ctx->io_events;
+	}
+	return ctx->sock;
+}
+
+uint64_t
+acme_smime_wake_ms(const acme_smime_ctx *ctx)
+{
+	return ctx->wake_ms;
+}
+
+const char *
+acme_smime_wait_reason(const acme_smime_ctx *ctx)
+{
+	return ctx->phase == PH_WAIT && ctx->wait_reason != NULL ? ctx->wait_reason : "";
+}
+
+const char *
+acme_smime_state_name(const acme_smime_ctx *ctx)
+{
+	if (ctx->err.code != 0) {
+		return "failed";
+	}
+	return engine_states[ctx->state].name;
+}
+
+const acme_smime_error *
+acme_smime_last_error(const acme_smime_ctx *ctx)
+{
+	return ctx->err.code != 0 ? &ctx->err : NULL;
+}
+
+const acme_smime_key *
+acme_smime_account_key(const acme_smime_ctx *ctx)
+{
+	return &ctx->account_key;
+}
+
+const char *
+acme_smime_account_url(const acme_smime_ctx *ctx)
+{
+	return ctx->url_account;
+}
+
+const acme_smime_key *
+acme_smime_cert_key(const acme_smime_ctx *ctx)
+{
+	return ctx->state == ST_DONE ? &ctx->cert_key : NULL;
+}
+
+const char *
+acme_smime_cert_chain(const acme_smime_ctx *ctx, size_t *len)
+{
+	if (ctx->state != ST_DONE || ctx->chain_len == 0) {
+		return NULL;
+	}
+	if (len != NULL) {
+		*len = ctx->chain_len;
+	}
+	return (const char *)ctx->work + BR_SSL_BUFSIZE_MONO;
+}
+
+const acme_smime_stats *
+acme_smime_get_stats(const acme_smime_ctx *ctx)
+{
+	return &ctx->stats;
 }

@@ -16,6 +16,8 @@
  *   5. ACME building blocks for callers with their own HTTP transport:
  *      the signed request body (JWS), the CSR, the newOrder payload,
  *      the email-reply-00 challenge of an authorization
+ *   6. the client: ports (caller hooks), configuration, the context, the
+ *      resumable engine (acme_smime_step) and its blocking driver
  *
  * All functions are reentrant and keep no global state. Strings are
  * NUL-terminated ASCII unless a length is passed next to them.
@@ -25,6 +27,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <bearssl.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -183,7 +187,10 @@ int acme_smime_rfc8823_digest(const char *token_part1, const char *token_part2,
  * check refuses every mail with ACME_SMIME_MAIL_UNSIGNED; the relaxed flags
  * exist for CAs that do not sign or do not set Auto-Submitted (Pebble's
  * RFC 8823 branch, acme2certifier). Using them weakens the protection
- * against forged challenges: log it. */
+ * against forged challenges: log it. ALLOW_NO_AUTOSUBMIT tolerates a
+ * missing Auto-Submitted field only; an explicit value other than
+ * auto-generated (RFC 3834 "no": a human wrote it) is refused in every
+ * mode. */
 #define ACME_SMIME_MAIL_ALLOW_UNSIGNED      0x01u
 #define ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT 0x02u
 
@@ -197,7 +204,9 @@ typedef struct acme_smime_pending {
 /* Why a mail was refused (ACME_SMIME_MAIL_OK when it was accepted). */
 enum acme_smime_mail_reason {
 	ACME_SMIME_MAIL_OK = 0,
-	ACME_SMIME_MAIL_MALFORMED,        /* no header/body structure, NUL byte */
+	ACME_SMIME_MAIL_MALFORMED,        /* no header field, a line without a
+	                                     colon, a NUL or bare CR in the
+	                                     header (an empty mail too) */
 	ACME_SMIME_MAIL_HEADER_TOO_LONG,  /* a field exceeds ACME_SMIME_MAX_HEADER */
 	ACME_SMIME_MAIL_NO_SUBJECT,
 	ACME_SMIME_MAIL_DUPLICATE_FIELD,  /* two From, To, Subject, ... fields */
@@ -216,7 +225,8 @@ enum acme_smime_mail_reason {
 	ACME_SMIME_MAIL_TO_MISMATCH,      /* To lacks our identifier */
 	ACME_SMIME_MAIL_NO_AUTO_SUBMITTED,
 	ACME_SMIME_MAIL_NOT_AUTO_GENERATED,
-	ACME_SMIME_MAIL_BAD_REPLY_TO,     /* unparsable, or too many addresses */
+	ACME_SMIME_MAIL_BAD_REPLY_TO,     /* unparsable, too many, or an address
+	                                     a 7-bit reply cannot carry */
 	ACME_SMIME_MAIL_UNSIGNED,         /* authenticity not established */
 	ACME_SMIME_MAIL_BAD_ARGUMENT,     /* the pending challenge is incomplete */
 	ACME_SMIME_MAIL_REASON_COUNT
@@ -259,10 +269,23 @@ typedef struct acme_smime_response {
  * terminated; the return value is its length without the NUL, or
  * ACME_SMIME_ERR_BUFFER when out is too small (nothing useful is left in
  * out then), or ACME_SMIME_ERR_INVALID for a bad field. SMTP dot-stuffing is
- * the transport's job and is not applied here. 1024 bytes always suffice
- * with the default limits and one reply address. */
+ * the transport's job and is not applied here.
+ *
+ * From is written as <addr> (Pebble's RFC 8823 branch refuses a bare
+ * address) and so is each To address; the To and References lines fold at
+ * 78 characters between items. from must be a plain dot-atom address with
+ * one '@'; message_id must look like <...> (printable, no spaces); date at
+ * most 253402300799 (31 Dec 9999). ACME_SMIME_RESPONSE_MAIL_MAX bytes
+ * always suffice (3524 with the default limits; a typical reply is about
+ * 510). */
 int acme_smime_write_response_mail(char *out, size_t out_size,
 	const acme_smime_response *response);
+
+/* Largest response mail, NUL included. */
+#define ACME_SMIME_RESPONSE_MAIL_MAX (352 + ACME_SMIME_MAX_ADDR \
+	+ ACME_SMIME_MAX_REPLY_TO * (ACME_SMIME_MAX_ADDR + 6) \
+	+ ACME_SMIME_MAX_TOKEN + 3 * ACME_SMIME_MAX_MSGID \
+	+ 2 * ACME_SMIME_MAX_REFERENCES)
 
 /* ------------------------------------------------------------------------
  * 5. ACME building blocks
@@ -334,6 +357,343 @@ typedef struct acme_smime_challenge {
  * (20 bytes each). */
 int acme_smime_parse_authorization(const char *json, size_t json_len,
 	const char *type, acme_smime_challenge *challenge);
+
+/* ------------------------------------------------------------------------
+ * 6. The client
+ *
+ * One caller-allocated context runs one enrollment. The engine never
+ * blocks: acme_smime_step() does as much as it can and says what it waits
+ * for (BearSSL's engine is the model). All I/O goes through the ports.
+ * ---------------------------------------------------------------------- */
+
+/* Size of the caller's work buffer: the TLS record buffer (half duplex,
+ * BR_SSL_BUFSIZE_MONO) plus the HTTP area where a request is built and a
+ * response body lands. ACME objects are small; the certificate chain is
+ * the largest body the client reads. */
+#ifndef ACME_SMIME_HTTP_AREA
+#define ACME_SMIME_HTTP_AREA 8192
+#endif
+#define ACME_SMIME_WORKBUF_SIZE (BR_SSL_BUFSIZE_MONO + ACME_SMIME_HTTP_AREA)
+
+/* Longest HTTP response header line kept while parsing (longer lines of
+ * headers we need are an error, others are skipped). */
+#ifndef ACME_SMIME_MAX_HEADER_LINE
+#define ACME_SMIME_MAX_HEADER_LINE 512
+#endif
+
+/* Longest Replay-Nonce accepted. */
+#ifndef ACME_SMIME_MAX_NONCE
+#define ACME_SMIME_MAX_NONCE 128
+#endif
+
+/* badNonce answers retried in a row for one request (each costs one
+ * request and no wait; servers may reject any share of nonces). */
+#ifndef ACME_SMIME_MAX_BAD_NONCE
+#define ACME_SMIME_MAX_BAD_NONCE 16
+#endif
+
+/* Authorizations tracked per order (one per identifier). */
+#ifndef ACME_SMIME_MAX_AUTHZ
+#define ACME_SMIME_MAX_AUTHZ 4
+#endif
+
+/* Results of acme_smime_step() besides the negative error codes. */
+#define ACME_SMIME_DONE      1  /* certificate stored, or nothing to do */
+#define ACME_SMIME_WANT_IO   2  /* wait for the socket, see acme_smime_io() */
+#define ACME_SMIME_WANT_TIME 3  /* wait until acme_smime_wake_ms() */
+#define ACME_SMIME_AGAIN     4  /* progress made: call again at once */
+
+/* Error codes of the engine (besides those of section 2). */
+#define ACME_SMIME_ERR_NET     (-20)  /* connect/send/recv failed, peer closed */
+#define ACME_SMIME_ERR_TLS     (-21)  /* handshake or record layer failed */
+#define ACME_SMIME_ERR_HTTP    (-22)  /* malformed or unexpected HTTP */
+#define ACME_SMIME_ERR_ACME    (-23)  /* the server sent a problem document */
+#define ACME_SMIME_ERR_TIME    (-24)  /* the clock is unknown */
+#define ACME_SMIME_ERR_TIMEOUT (-25)  /* a wait or retry bound ran out */
+#define ACME_SMIME_ERR_STORE   (-26)  /* flash read/program/erase failed */
+#define ACME_SMIME_ERR_STATE   (-27)  /* order/authorization went invalid */
+#define ACME_SMIME_ERR_HOOK    (-28)  /* a caller hook reported failure */
+
+/* Values a recv hook returns besides a byte count. */
+#define ACME_SMIME_NET_WOULD_BLOCK 0
+#define ACME_SMIME_NET_CLOSED      (-1)  /* orderly close by the peer */
+#define ACME_SMIME_NET_ERROR       (-2)
+
+/* I/O readiness the engine waits for. */
+#define ACME_SMIME_IO_READ  1
+#define ACME_SMIME_IO_WRITE 2
+
+/* Log levels. */
+#define ACME_SMIME_LOG_ERROR 0
+#define ACME_SMIME_LOG_WARN  1
+#define ACME_SMIME_LOG_INFO  2
+#define ACME_SMIME_LOG_DEBUG 3
+
+/*
+ * Flash, as the store sees it: NOR semantics. erase(addr) sets the sector
+ * that starts at addr to 0xFF; program() can only clear bits and is given
+ * whole program units (addr and len multiples of program_unit); read()
+ * may read any range. Each returns 0 on success, negative on failure. The
+ * store writes every record twice over (A/B slots, sequence number, CRC),
+ * so a power cut at any instant leaves the previous copy readable.
+ */
+typedef struct acme_smime_flash {
+	void *user;
+	int (*read)(void *user, uint32_t addr, unsigned char *buf, size_t len);
+	int (*program)(void *user, uint32_t addr, const unsigned char *buf,
+		size_t len);
+	int (*erase)(void *user, uint32_t addr);
+	uint32_t size;           /* bytes, a multiple of sector_size */
+	uint32_t sector_size;    /* erase unit, a power of two >= 256 */
+	uint32_t program_unit;   /* 1, 2, 4, 8, 16, 32, 64, 128 or 256 */
+} acme_smime_flash;
+
+/* Challenge hook operations (dns identifiers, http-01). */
+#define ACME_SMIME_CHALLENGE_PROVISION 1
+#define ACME_SMIME_CHALLENGE_REMOVE    2
+
+typedef struct acme_smime_ports {
+	void *user;   /* passed back to every hook */
+
+	/* TCP. connect returns a handle >= 0 (the connection may still be in
+	 * progress: the first send/recv reports its failure) or a negative
+	 * value. send/recv move up to len bytes and return the count, 0 when
+	 * they would block, or ACME_SMIME_NET_CLOSED / ACME_SMIME_NET_ERROR. */
+	int (*net_connect)(void *user, const char *host, unsigned port);
+	int (*net_send)(void *user, int handle, const unsigned char *buf, size_t len);
+	int (*net_recv)(void *user, int handle, unsigned char *buf, size_t len);
+	void (*net_close)(void *user, int handle);
+
+	/* Optional, for acme_smime_run(): block until handle is ready for
+	 * events (ACME_SMIME_IO_*) or timeout_ms passes, returning the ready
+	 * events, 0 on timeout, negative on error; and sleep. A port may do
+	 * its own work while it waits (the POSIX port serves http-01). */
+	int (*net_wait)(void *user, int handle, int events, uint32_t timeout_ms);
+	void (*sleep_ms)(void *user, uint32_t ms);
+
+	/* Wall clock, Unix seconds, 0 when unknown (certificate validity); and
+	 * a monotonic millisecond counter (waits and timeouts). */
+	uint64_t (*unix_time)(void *user);
+	uint64_t (*monotonic_ms)(void *user);
+
+	/* Entropy: fill buf; 0 on success. */
+	acme_smime_entropy_fn entropy;
+
+	/* Optional logging; never given secrets. */
+	void (*log)(void *user, int level, const char *msg);
+
+	/* The persistent store (account, enrollment in progress,
+	 * certificate). NULL: nothing persists, every run starts over. */
+	const acme_smime_flash *flash;
+
+	/* Optional, for dns identifiers: publish (PROVISION) or withdraw
+	 * (REMOVE) the http-01 key authorization for token. Return 0 when
+	 * done, 1 when not yet (the engine asks again later), negative on
+	 * failure. */
+	int (*challenge)(void *user, int op, const char *identifier,
+		const char *token, const char *key_authorization);
+} acme_smime_ports;
+
+typedef struct acme_smime_config {
+	const char *directory_url;        /* https://host[:port]/path */
+	const acme_smime_identifier *identifiers;
+	size_t identifier_count;
+	const char *contact;              /* "mailto:..." or NULL */
+	int agree_tos;                    /* send termsOfServiceAgreed: true */
+	const char *eab_kid;              /* external account binding, or NULL */
+	const char *eab_hmac_key;         /* base64url MAC key */
+	int key_usage;                    /* ACME_SMIME_KU_* for the CSR */
+	int cert_key_type;                /* ACME_SMIME_KEY_*; 0 = P-256 */
+	int account_key_type;             /* ACME_SMIME_KEY_*; 0 = P-256 */
+
+	/* Trust anchors for the ACME server's TLS certificate. */
+	const br_x509_trust_anchor *trust_anchors;
+	size_t trust_anchor_count;
+
+	/* Polling: Retry-After is clamped to [poll_min_s, poll_max_s];
+	 * without it the delay doubles from poll_min_s. 0 = defaults
+	 * (1 s, 60 s). retry_after_max_s bounds a rateLimited/503 wait
+	 * (default 300 s); request_retries bounds retries of one request
+	 * (default 5); deadline_s bounds a whole enrollment (default 3600 s). */
+	uint32_t poll_min_s, poll_max_s, retry_after_max_s;
+	uint32_t request_retries, deadline_s;
+} acme_smime_config;
+
+/* Counters, for tests and measurements. */
+typedef struct acme_smime_stats {
+	unsigned tls_handshakes;
+	unsigned http_requests;
+	unsigned bad_nonce_retries;
+} acme_smime_stats;
+
+/* The last error, sticky until acme_smime_init(). */
+typedef struct acme_smime_error {
+	int code;                         /* ACME_SMIME_ERR_* */
+	int retryable;                    /* a later attempt may succeed */
+	int http_status;                  /* of the failing response, or 0 */
+	char text[160];                   /* one line for a human */
+	char problem_type[96];            /* ACME problem "type", or "" */
+	char problem_detail[256];         /* ACME problem "detail", or "" */
+} acme_smime_error;
+
+/* Largest flash program unit supported (bytes buffered per write). */
+#ifndef ACME_SMIME_MAX_PROGRAM_UNIT
+#define ACME_SMIME_MAX_PROGRAM_UNIT 256
+#endif
+
+/* State of one record being written to flash in pieces (private). */
+typedef struct acme_smime_store_writer {
+	const acme_smime_flash *flash;
+	unsigned record;          /* STORE_REC_* in acme_smime.c */
+	uint32_t slot;            /* address of the slot being written */
+	uint32_t seq;             /* sequence number it will carry */
+	uint32_t length;          /* payload bytes accepted so far */
+	uint32_t crc;             /* running CRC-32 of the payload */
+	size_t pending;           /* bytes in unit[] not yet programmed */
+	unsigned char unit[ACME_SMIME_MAX_PROGRAM_UNIT];
+	int failed;
+} acme_smime_store_writer;
+
+/*
+ * The context. Allocate it (statically or on a stack that can hold it) and
+ * pass it to the functions below; its fields are private to the library
+ * and may change between releases. sizeof(acme_smime_ctx) is part of the
+ * RAM cost stated in the README.
+ */
+#define ACME_SMIME_MAX_HOST 64
+
+typedef struct acme_smime_ctx {
+	/* configuration and hooks */
+	const acme_smime_config *cfg;
+	const acme_smime_ports *ports;
+	unsigned char *work;
+	size_t work_size;
+
+	/* engine */
+	int state;                        /* ST_* in acme_smime.c */
+	int phase;                        /* PH_* in acme_smime.c */
+	int after;                        /* state to resume after new-nonce */
+	uint64_t wake_ms;
+	uint64_t deadline_ms;
+	uint32_t poll_delay_s;
+	unsigned retries, nonce_retries;
+	const char *wait_reason;
+	unsigned authz_count, authz_index;
+	acme_smime_error err;
+	acme_smime_stats stats;
+
+	/* keys */
+	acme_smime_key account_key;
+	acme_smime_key cert_key;
+
+	/* ACME URLs (exact strings as the server sent them) */
+	char url_new_nonce[ACME_SMIME_MAX_URL + 1];
+	char url_new_account[ACME_SMIME_MAX_URL + 1];
+	char url_new_order[ACME_SMIME_MAX_URL + 1];
+	char url_account[ACME_SMIME_MAX_URL + 1];
+	char url_order[ACME_SMIME_MAX_URL + 1];
+	char url_finalize[ACME_SMIME_MAX_URL + 1];
+	char url_certificate[ACME_SMIME_MAX_URL + 1];
+	char url_authz[ACME_SMIME_MAX_AUTHZ][ACME_SMIME_MAX_URL + 1];
+	acme_smime_challenge challenge;   /* of the authorization in work */
+	char authz_identifier[ACME_SMIME_MAX_ADDR + 1];
+	size_t chain_len;                 /* downloaded PEM chain, in work */
+	char nonce[ACME_SMIME_MAX_NONCE + 1];
+
+	/* transport: one TLS connection, reused while the server keeps it */
+	br_ssl_client_context ssl;
+	br_x509_minimal_context x509;
+	int sock;                         /* -1 when closed */
+	int io_events;
+	int conn_state;
+	char conn_host[ACME_SMIME_MAX_HOST + 1];
+	unsigned conn_port;
+	int handshake_counted;
+	unsigned conn_requests;           /* answered on this connection */
+	char req_host[ACME_SMIME_MAX_HOST + 1];
+	unsigned req_port;
+
+	/* HTTP exchange in progress */
+	int req_kind;                     /* REQ_* in acme_smime.c */
+	int xfer;                         /* XS_* in acme_smime.c */
+	size_t req_len, req_sent;
+	size_t resp_bytes;
+	int resp_state;
+	int status;
+	size_t content_length;            /* (size_t)-1 when absent */
+	int chunked, keep_alive;
+	size_t chunk_left;
+	size_t body_len;
+	size_t line_len;
+	int line_overflow;
+	char line[ACME_SMIME_MAX_HEADER_LINE + 1];
+	char location[ACME_SMIME_MAX_URL + 1];
+	char resp_nonce[ACME_SMIME_MAX_NONCE + 1];
+	uint32_t retry_after_s;
+	int has_retry_after;
+	int problem_json;
+
+	/* a record being streamed to flash (section 9 of acme_smime.c) */
+	acme_smime_store_writer store_writer;
+} acme_smime_ctx;
+
+/* Set up ctx for one enrollment. cfg, ports and work must outlive ctx;
+ * work must hold ACME_SMIME_WORKBUF_SIZE bytes. account_key is the stored
+ * account key, or NULL to generate one (read it back with
+ * acme_smime_account_key() and store it). Returns ACME_SMIME_OK or an
+ * error. */
+int acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
+	const acme_smime_ports *ports, unsigned char *work, size_t work_size,
+	const acme_smime_key *account_key);
+
+/* Advance the enrollment without blocking. Returns ACME_SMIME_AGAIN,
+ * ACME_SMIME_WANT_IO, ACME_SMIME_WANT_TIME, ACME_SMIME_DONE or a negative
+ * error (sticky: later calls return it again). */
+int acme_smime_step(acme_smime_ctx *ctx);
+
+/* Drive acme_smime_step() to the end with the blocking helpers of the
+ * ports (net_wait, sleep_ms). Returns ACME_SMIME_DONE or an error. */
+int acme_smime_run(acme_smime_ctx *ctx);
+
+/* What the engine waits for after ACME_SMIME_WANT_IO: the handle and
+ * ACME_SMIME_IO_* events. After ACME_SMIME_WANT_TIME: the monotonic
+ * millisecond time to call again. */
+int acme_smime_io(const acme_smime_ctx *ctx, int *events);
+uint64_t acme_smime_wake_ms(const acme_smime_ctx *ctx);
+
+/* Why the engine waits after ACME_SMIME_WANT_TIME: "backoff" (polling
+ * without a Retry-After), "retry-after", "rate-limited", "server-error",
+ * "challenge-hook"; "" when it does not wait. */
+const char *acme_smime_wait_reason(const acme_smime_ctx *ctx);
+
+/* The current state's name ("directory", "new-order", ...), for progress. */
+const char *acme_smime_state_name(const acme_smime_ctx *ctx);
+
+/* The sticky error, or NULL when there is none. */
+const acme_smime_error *acme_smime_last_error(const acme_smime_ctx *ctx);
+
+/* The account key in use and the account URL ("" before it is known). */
+const acme_smime_key *acme_smime_account_key(const acme_smime_ctx *ctx);
+const char *acme_smime_account_url(const acme_smime_ctx *ctx);
+
+/* After ACME_SMIME_DONE: the certificate key and the PEM chain as
+ * downloaded (leaf first), inside the work buffer: valid until the next
+ * call that uses ctx. */
+const acme_smime_key *acme_smime_cert_key(const acme_smime_ctx *ctx);
+const char *acme_smime_cert_chain(const acme_smime_ctx *ctx, size_t *len);
+
+/* Counters since acme_smime_init(), for tests and measurements. */
+const acme_smime_stats *acme_smime_get_stats(const acme_smime_ctx *ctx);
+
+/* Parse PEM certificates (e.g. /etc/ssl/certs/ca-certificates.crt) into
+ * BearSSL trust anchors. Names and keys are copied into storage; anchors
+ * are written to tas (at most max_tas). Returns the number of anchors, or
+ * ACME_SMIME_ERR_BUFFER when storage or tas is too small, or
+ * ACME_SMIME_ERR_ENCODING for broken PEM/DER. Certificates with keys
+ * BearSSL cannot use are skipped. */
+int acme_smime_trust_anchors_from_pem(const char *pem, size_t pem_len,
+	unsigned char *storage, size_t storage_size,
+	br_x509_trust_anchor *tas, size_t max_tas);
 
 #ifdef __cplusplus
 }

@@ -15,5 +15,5 @@ arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -ffunction-sections -fdata-section
 	-std=c99 -Wall -Wextra -Werror -I"$W/inc" -I. "$@" -c acme_smime.c -o "$W/acme_smime.o"
 arm-none-eabi-size "$W/acme_smime.o"
 echo "largest functions (bytes):"
-arm-none-eabi-nm --size-sort -S "$W/acme_smime.o" | tail -12 |
-	awk '{ printf "  %6d %s\n", strtonum("0x" $2), $4 }'
+arm-none-eabi-nm --size-sort -S -t d "$W/acme_smime.o" | tail -12 |
+	awk "{ print \"  \" \$2 \" \" \$4 }"
