@@ -13,10 +13,11 @@
  *                                   token assembly and digest)
  *   6. mail                        (RFC 5322 headers, RFC 2047, addresses,
  *                                   challenge-mail checks, response writer)
- *   7. transport                   (BearSSL client over the socket hooks,
+ *   7. store                       (power-safe A/B records on NOR flash)
+ *   8. transport                   (BearSSL client over the socket hooks,
  *                                   trust anchors from PEM)
- *   8. HTTP/1.1 client             (request writer, streaming response parser)
- *   9. engine                      (the RFC 8555 flow as a state machine)
+ *   9. HTTP/1.1 client             (request writer, streaming response parser)
+ *  10. engine                      (the RFC 8555 flow as a state machine)
  *
  * Nothing here allocates memory, keeps global state or blocks.
  */
@@ -51,6 +52,15 @@ acme_smime_strerror(int code)
 	case ACME_SMIME_ERR_ENTROPY:     return "entropy source failed";
 	case ACME_SMIME_ERR_UNSUPPORTED: return "not supported by this build";
 	case ACME_SMIME_ERR_MAIL:        return "challenge mail refused";
+	case ACME_SMIME_ERR_NET:         return "network failure";
+	case ACME_SMIME_ERR_TLS:         return "TLS failure";
+	case ACME_SMIME_ERR_HTTP:        return "malformed or unexpected HTTP";
+	case ACME_SMIME_ERR_ACME:        return "the ACME server reported a problem";
+	case ACME_SMIME_ERR_TIME:        return "the clock is unknown";
+	case ACME_SMIME_ERR_TIMEOUT:     return "a wait or retry bound ran out";
+	case ACME_SMIME_ERR_STORE:       return "flash store failure";
+	case ACME_SMIME_ERR_STATE:       return "order or authorization went invalid";
+	case ACME_SMIME_ERR_HOOK:        return "a caller hook failed";
 	default:                         return "unknown error";
 	}
 }
@@ -2847,7 +2857,7 @@ collect_reply_to(const mail_header *hdr, char *scratch,
 			if (count == ACME_SMIME_MAX_REPLY_TO) {
 				return ACME_SMIME_MAIL_BAD_REPLY_TO;
 			}
-			memcpy(verdict->reply_to[count++], addr, sizeof addr);
+			memcpy(verdict->reply_to[count++], addr, strlen(addr) + 1);
 		}
 	} else {
 		count = 1;
@@ -3362,7 +3372,736 @@ acme_smime_write_response_mail(char *out, size_t out_size,
 }
 
 /* ========================================================================
- * 7. Transport: BearSSL's client engine over the caller's socket hooks
+ * 7. Store
+ *
+ * Power-safe records on the caller's NOR flash (design.md section 4). A
+ * fixed set of records, each with two slots A and B. A write goes to the
+ * slot that does not hold the current value: erase it, program the
+ * payload, then program the header last. Until the header is complete the
+ * slot reads as invalid, so a power cut at any instant leaves the previous
+ * value readable; the slot holding it is never touched by the write.
+ *
+ * Slot layout (little-endian), at the start of the slot:
+ *
+ *    0  4  magic "ACMS"
+ *    4  1  record id (STORE_REC_*)
+ *    5  1  format version (1)
+ *    6  2  reserved, 0
+ *    8  4  sequence number (the newer slot has the higher one)
+ *   12  4  payload length
+ *   16  4  CRC-32 of the payload
+ *   20  4  CRC-32 of bytes 0..19
+ *
+ * then 0xFF up to the header area (32 bytes, or one program unit when
+ * that is larger), then the payload. The slot is a whole number of
+ * sectors; the slots lie in record order from address 0: account A,
+ * account B, enrollment A, ... A slot is valid when its header is intact
+ * (magic, id, version, header CRC), its length is within the record's
+ * maximum and its payload matches the payload CRC. The current value is
+ * the valid slot with the newer sequence number. Everything read from
+ * flash is bounded before use: random bytes read as "no record".
+ *
+ * Changing the maximum sizes or the flash geometry moves the slots: erase
+ * the store (store_erase_all) after such a change.
+ * ====================================================================== */
+
+#define STORE_REC_ACCOUNT    0
+#define STORE_REC_ENROLLMENT 1
+#define STORE_REC_CERT       2
+#define STORE_REC_TIME       3
+#define STORE_REC_COUNT      4
+
+/* store_read() and friends: the record has no valid slot. Not an error:
+ * the record was never written, or was erased. */
+#define STORE_NONE 1
+
+#define STORE_HEADER_LEN  24
+#define STORE_VERSION     1
+/* SPI NOR page program wraps at 256-byte boundaries: no program call
+ * crosses one, so a port can pass each call straight to the chip. */
+#define STORE_PAGE        256
+/* Bytes read at a time to check or compare a payload (stack cost). */
+#define STORE_CHUNK       64
+
+static const unsigned char store_magic[4] = { 'A', 'C', 'M', 'S' };
+
+static const uint32_t store_max[STORE_REC_COUNT] = {
+	ACME_SMIME_STORE_MAX_ACCOUNT,
+	ACME_SMIME_STORE_MAX_ENROLLMENT,
+	ACME_SMIME_STORE_MAX_CERT,
+	ACME_SMIME_STORE_MAX_TIME
+};
+
+/* CRC-32 (IEEE 802.3, reflected, as zlib), four bits at a time: a
+ * 64-byte table instead of 1 KiB. Incremental: crc = store_crc32(crc, ...)
+ * starting from 0. */
+static const uint32_t store_crc_nibble[16] = {
+	0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC,
+	0x76DC4190, 0x6B6B51F4, 0x4DB26158, 0x5005713C,
+	0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
+	0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C
+};
+
+static uint32_t
+store_crc32(uint32_t crc, const void *data, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)data;
+
+	crc = ~crc;
+	while (len-- > 0) {
+		crc ^= *p++;
+		crc = (crc >> 4) ^ store_crc_nibble[crc & 15];
+		crc = (crc >> 4) ^ store_crc_nibble[crc & 15];
+	}
+	return ~crc;
+}
+
+static void
+store_put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t
+store_get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) |
+	    ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* Serial-number order (RFC 1982): a is newer than b when it is ahead by
+ * less than half the number space, so the counter may wrap. Only two
+ * values are ever compared and they differ by one in practice. */
+static int
+store_seq_newer(uint32_t a, uint32_t b)
+{
+	uint32_t d = a - b;
+
+	return d != 0 && d < 0x80000000u;
+}
+
+static int
+store_is_pow2(uint32_t v)
+{
+	return v != 0 && (v & (v - 1)) == 0;
+}
+
+/* Where the payload starts in a slot: the header gets program units of
+ * its own, so it can be programmed last. */
+static uint32_t
+store_header_area(uint32_t program_unit)
+{
+	return ACME_SMIME_STORE_HEADER_AREA(program_unit);
+}
+
+typedef struct {
+	uint32_t header_area;
+	uint32_t slot[STORE_REC_COUNT];       /* address of slot A */
+	uint32_t slot_size[STORE_REC_COUNT];  /* slot B is at slot + slot_size */
+	uint32_t end;                         /* first address not used */
+} store_layout;
+
+/* Check the geometry documented with acme_smime_flash and lay out the
+ * slots. Every sum is bounded by flash->size, so nothing overflows. */
+static int
+store_layout_get(const acme_smime_flash *f, store_layout *l)
+{
+	uint32_t need, size;
+	unsigned r;
+
+	if (f == NULL || f->read == NULL || f->program == NULL ||
+	    f->erase == NULL || f->sector_size < 256 ||
+	    !store_is_pow2(f->sector_size) || f->size == 0 ||
+	    f->size % f->sector_size != 0 ||
+	    !store_is_pow2(f->program_unit) || f->program_unit > STORE_PAGE ||
+	    f->program_unit > ACME_SMIME_MAX_PROGRAM_UNIT) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	l->header_area = store_header_area(f->program_unit);
+	l->end = 0;
+	for (r = 0; r < STORE_REC_COUNT; r++) {
+		if (store_max[r] > f->size - l->header_area) {
+			return ACME_SMIME_ERR_STORE;
+		}
+		need = l->header_area + store_max[r];
+		size = ((need - 1) / f->sector_size + 1) * f->sector_size;
+		if (size > (f->size - l->end) / 2) {
+			return ACME_SMIME_ERR_STORE;
+		}
+		l->slot[r] = l->end;
+		l->slot_size[r] = size;
+		l->end += 2 * size;
+	}
+	return ACME_SMIME_OK;
+}
+
+static int
+store_layout_ok(const acme_smime_flash *f)
+{
+	store_layout l;
+
+	return store_layout_get(f, &l);
+}
+
+/* What one slot holds. */
+typedef struct {
+	uint32_t addr;
+	uint32_t seq;
+	uint32_t len;
+	uint32_t crc;
+	int intact;       /* the header is complete and well-formed */
+} store_slot;
+
+/* Both slots of a record and the verdict on them. */
+typedef struct {
+	store_layout layout;
+	store_slot s[2];
+	int cur;          /* valid slot with the newest value, or -1 */
+	int newest;       /* intact header with the highest seq, or -1 */
+} store_scan_result;
+
+static int
+store_flash_read(const acme_smime_flash *f, uint32_t addr, void *buf,
+	size_t len)
+{
+	return f->read(f->user, addr, (unsigned char *)buf, len) < 0 ?
+	    ACME_SMIME_ERR_STORE : ACME_SMIME_OK;
+}
+
+static int
+store_read_header(const acme_smime_flash *f, unsigned rec, store_slot *s)
+{
+	unsigned char h[STORE_HEADER_LEN];
+
+	s->intact = 0;
+	if (store_flash_read(f, s->addr, h, sizeof h) < 0) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	if (memcmp(h, store_magic, 4) != 0 || h[4] != rec ||
+	    h[5] != STORE_VERSION || h[6] != 0 || h[7] != 0 ||
+	    store_crc32(0, h, 20) != store_get32(h + 20)) {
+		return ACME_SMIME_OK;
+	}
+	s->seq = store_get32(h + 8);
+	s->len = store_get32(h + 12);
+	s->crc = store_get32(h + 16);
+	s->intact = 1;
+	return ACME_SMIME_OK;
+}
+
+/* Stream the payload through CRC-32. Returns 1 when it matches, 0 when
+ * not, or ACME_SMIME_ERR_STORE. len was bounded by the caller. */
+static int
+store_payload_ok(const acme_smime_flash *f, uint32_t header_area,
+	const store_slot *s)
+{
+	unsigned char buf[STORE_CHUNK];
+	uint32_t crc = 0, off = 0, n;
+	int r = ACME_SMIME_OK;
+
+	while (off < s->len) {
+		n = s->len - off < sizeof buf ? s->len - off : sizeof buf;
+		r = store_flash_read(f, s->addr + header_area + off, buf, n);
+		if (r < 0) {
+			break;
+		}
+		crc = store_crc32(crc, buf, n);
+		off += n;
+	}
+	/* Payloads hold private keys. */
+	wipe(buf, sizeof buf);
+	return r < 0 ? r : crc == s->crc;
+}
+
+/*
+ * Examine both slots of rec: headers first, then the payload of the
+ * newest intact slot, and of the other only when the newest is bad, so a
+ * read costs one pass over the payload. A slot whose payload was not
+ * checked is never reported as current.
+ */
+static int
+store_scan(const acme_smime_flash *f, unsigned rec, store_scan_result *sc)
+{
+	int i, order[2], r;
+
+	if (rec >= STORE_REC_COUNT) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (store_layout_get(f, &sc->layout) < 0) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	sc->cur = -1;
+	sc->newest = -1;
+	for (i = 0; i < 2; i++) {
+		sc->s[i].addr = sc->layout.slot[rec] +
+		    (uint32_t)i * sc->layout.slot_size[rec];
+		if (store_read_header(f, rec, &sc->s[i]) < 0) {
+			return ACME_SMIME_ERR_STORE;
+		}
+		if (sc->s[i].intact && sc->s[i].len > store_max[rec]) {
+			sc->s[i].intact = 0;
+		}
+	}
+	if (sc->s[0].intact && sc->s[1].intact) {
+		sc->newest = store_seq_newer(sc->s[1].seq, sc->s[0].seq);
+	} else if (sc->s[0].intact || sc->s[1].intact) {
+		sc->newest = sc->s[1].intact;
+	}
+	if (sc->newest < 0) {
+		return ACME_SMIME_OK;
+	}
+	order[0] = sc->newest;
+	order[1] = 1 - sc->newest;
+	for (i = 0; i < 2; i++) {
+		if (!sc->s[order[i]].intact) {
+			continue;
+		}
+		r = store_payload_ok(f, sc->layout.header_area, &sc->s[order[i]]);
+		if (r < 0) {
+			return r;
+		}
+		if (r == 1) {
+			sc->cur = order[i];
+			break;
+		}
+	}
+	return ACME_SMIME_OK;
+}
+
+/*
+ * Read a whole record into buf. Returns ACME_SMIME_OK with *len set,
+ * STORE_NONE (*len = 0) when the record has no valid slot,
+ * ACME_SMIME_ERR_BUFFER when it does not fit (*len is then its length),
+ * ACME_SMIME_ERR_STORE on a flash error or bad geometry, or
+ * ACME_SMIME_ERR_INVALID.
+ */
+static int
+store_read(const acme_smime_flash *f, unsigned rec, unsigned char *buf,
+	size_t size, size_t *len)
+{
+	store_scan_result sc;
+	const store_slot *s;
+	int r;
+
+	if (len == NULL || (buf == NULL && size > 0)) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	*len = 0;
+	r = store_scan(f, rec, &sc);
+	if (r < 0) {
+		return r;
+	}
+	if (sc.cur < 0) {
+		return STORE_NONE;
+	}
+	s = &sc.s[sc.cur];
+	*len = s->len;
+	if (s->len > size) {
+		return ACME_SMIME_ERR_BUFFER;
+	}
+	if (s->len > 0 && store_flash_read(f, s->addr + sc.layout.header_area,
+	    buf, s->len) < 0) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	/* The check above read the flash once; what landed in buf is what
+	 * the caller trusts, so check that too. */
+	if (store_crc32(0, buf, s->len) != s->crc) {
+		wipe(buf, s->len);
+		*len = 0;
+		return ACME_SMIME_ERR_STORE;
+	}
+	return ACME_SMIME_OK;
+}
+
+/* Length and sequence number of the current value of rec. Returns
+ * ACME_SMIME_OK, STORE_NONE, or an error as store_read(). */
+static int
+store_record_info(const acme_smime_flash *f, unsigned rec, size_t *len,
+	uint32_t *seq)
+{
+	store_scan_result sc;
+	int r;
+
+	r = store_scan(f, rec, &sc);
+	if (r < 0) {
+		return r;
+	}
+	if (sc.cur < 0) {
+		return STORE_NONE;
+	}
+	if (len != NULL) {
+		*len = sc.s[sc.cur].len;
+	}
+	if (seq != NULL) {
+		*seq = sc.s[sc.cur].seq;
+	}
+	return ACME_SMIME_OK;
+}
+
+/* Read n bytes at offset of the current value of rec, for records larger
+ * than a caller's buffer. Each call checks the whole record's CRC again
+ * (one pass over it): read in large pieces. Returns ACME_SMIME_OK,
+ * STORE_NONE, ACME_SMIME_ERR_INVALID when the range is outside the record,
+ * or ACME_SMIME_ERR_STORE. */
+static int
+store_read_chunk(const acme_smime_flash *f, unsigned rec, size_t offset,
+	unsigned char *buf, size_t n)
+{
+	store_scan_result sc;
+	const store_slot *s;
+	int r;
+
+	if (buf == NULL && n > 0) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	r = store_scan(f, rec, &sc);
+	if (r < 0) {
+		return r;
+	}
+	if (sc.cur < 0) {
+		return STORE_NONE;
+	}
+	s = &sc.s[sc.cur];
+	if (offset > s->len || n > s->len - offset) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (n == 0) {
+		return ACME_SMIME_OK;
+	}
+	return store_flash_read(f, s->addr + sc.layout.header_area +
+	    (uint32_t)offset, buf, n);
+}
+
+/*
+ * Is every record's newest value readable? Returns a bit mask (bit rec
+ * set for each damaged record; 0 = healthy), or ACME_SMIME_ERR_STORE on a
+ * flash error or bad geometry. A record is damaged when its newest
+ * complete header has a payload that fails its CRC: the store never
+ * produces that, not even cut at any instant (the header goes last), so it
+ * means bit rot or foreign data, and the record reads as its older value or
+ * as "no record". A header torn by a power cut is indistinguishable from
+ * a damaged one and counts as absent.
+ */
+static int
+store_check(const acme_smime_flash *f)
+{
+	store_scan_result sc;
+	unsigned rec;
+	int mask = 0;
+
+	for (rec = 0; rec < STORE_REC_COUNT; rec++) {
+		if (store_scan(f, rec, &sc) < 0) {
+			return ACME_SMIME_ERR_STORE;
+		}
+		if (sc.newest >= 0 && sc.cur != sc.newest) {
+			mask |= 1 << rec;
+		}
+	}
+	return mask;
+}
+
+static int
+store_erase_slot(const acme_smime_flash *f, uint32_t addr, uint32_t size)
+{
+	uint32_t off;
+
+	/* The header's sector first: once it is blank the slot is
+	 * invalid, whatever a cut leaves in the sectors after it. */
+	for (off = 0; off < size; off += f->sector_size) {
+		if (f->erase(f->user, addr + off) < 0) {
+			return ACME_SMIME_ERR_STORE;
+		}
+	}
+	return ACME_SMIME_OK;
+}
+
+/* Factory reset: every record reads as "no record" afterwards. Only the
+ * store's layout is erased, slot by slot, each header first. */
+static int
+store_erase_all(const acme_smime_flash *f)
+{
+	store_layout l;
+	unsigned r;
+
+	if (store_layout_get(f, &l) < 0) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	for (r = 0; r < STORE_REC_COUNT; r++) {
+		if (store_erase_slot(f, l.slot[r], 2 * l.slot_size[r]) < 0) {
+			return ACME_SMIME_ERR_STORE;
+		}
+	}
+	return ACME_SMIME_OK;
+}
+
+/* Program len bytes (a multiple of the program unit) at addr, split at
+ * page boundaries. */
+static int
+store_program(const acme_smime_flash *f, uint32_t addr,
+	const unsigned char *p, size_t len)
+{
+	size_t n;
+
+	while (len > 0) {
+		n = STORE_PAGE - addr % STORE_PAGE;
+		if (n > len) {
+			n = len;
+		}
+		if (f->program(f->user, addr, p, n) < 0) {
+			return ACME_SMIME_ERR_STORE;
+		}
+		addr += (uint32_t)n;
+		p += n;
+		len -= n;
+	}
+	return ACME_SMIME_OK;
+}
+
+/* Record a writer failure: later calls return it; the buffered bytes
+ * (perhaps part of a key) are wiped. */
+static int
+store_fail(acme_smime_store_writer *w, int err)
+{
+	w->failed = err;
+	w->pending = 0;
+	wipe(w->unit, sizeof w->unit);
+	return err;
+}
+
+/* Start writing rec into the slot that does not hold its current value.
+ * Once that slot is erased the only header left to outrank is the other
+ * slot's (current, or damaged), so the new value follows it by one. */
+static int
+store_begin_scanned(acme_smime_store_writer *w, const acme_smime_flash *f,
+	unsigned rec, const store_scan_result *sc)
+{
+	int target = sc->cur < 0 ? 0 : 1 - sc->cur;
+	const store_slot *other = &sc->s[1 - target];
+
+	w->flash = f;
+	w->record = rec;
+	w->slot = sc->s[target].addr;
+	w->seq = other->intact ? other->seq + 1 : 1;
+	w->length = 0;
+	w->crc = 0;
+	w->pending = 0;
+	w->failed = 0;
+	if (store_erase_slot(f, w->slot, sc->layout.slot_size[rec]) < 0) {
+		return store_fail(w, ACME_SMIME_ERR_STORE);
+	}
+	return ACME_SMIME_OK;
+}
+
+/*
+ * Streaming write of a record whose content is not known in advance (the
+ * certificate chain as it downloads): store_begin(), store_append() any
+ * number of times with pieces of any size, store_commit(). The new value
+ * becomes visible only when store_commit() returns ACME_SMIME_OK; until
+ * then, and after any failure or store_abort(), the record reads as its
+ * previous value. Each call returns ACME_SMIME_OK or an error, sticky in
+ * the writer: ACME_SMIME_ERR_STORE (flash), ACME_SMIME_ERR_LIMIT (the
+ * record's maximum is exceeded), ACME_SMIME_ERR_INVALID.
+ */
+static int
+store_begin(acme_smime_store_writer *w, const acme_smime_flash *f,
+	unsigned rec)
+{
+	store_scan_result sc;
+	int r;
+
+	if (w == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	w->flash = NULL;
+	r = store_scan(f, rec, &sc);
+	if (r < 0) {
+		return r;
+	}
+	return store_begin_scanned(w, f, rec, &sc);
+}
+
+static int
+store_append(acme_smime_store_writer *w, const void *data, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)data;
+	const acme_smime_flash *f;
+	uint32_t pu, addr;
+	size_t k;
+
+	if (w == NULL || w->flash == NULL || (p == NULL && n > 0)) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (w->failed) {
+		return w->failed;
+	}
+	if (n > store_max[w->record] - w->length) {
+		return store_fail(w, ACME_SMIME_ERR_LIMIT);
+	}
+	f = w->flash;
+	pu = f->program_unit;
+	w->crc = store_crc32(w->crc, p, n);
+	while (n > 0) {
+		addr = w->slot + store_header_area(pu) +
+		    (w->length - (uint32_t)w->pending);
+		if (w->pending > 0 || n < pu) {
+			/* A partial program unit waits in unit[]. */
+			k = pu - w->pending < n ? pu - w->pending : n;
+			memcpy(w->unit + w->pending, p, k);
+			w->pending += k;
+			if (w->pending == pu) {
+				if (f->program(f->user, addr, w->unit, pu) < 0) {
+					return store_fail(w, ACME_SMIME_ERR_STORE);
+				}
+				w->pending = 0;
+			}
+		} else {
+			/* Whole units straight from the caller's data, up
+			 * to the page end (a multiple of pu, as addr is). */
+			k = STORE_PAGE - addr % STORE_PAGE;
+			if (k > n - n % pu) {
+				k = n - n % pu;
+			}
+			if (f->program(f->user, addr, p, k) < 0) {
+				return store_fail(w, ACME_SMIME_ERR_STORE);
+			}
+		}
+		w->length += (uint32_t)k;
+		p += k;
+		n -= k;
+	}
+	return ACME_SMIME_OK;
+}
+
+static void
+store_abort(acme_smime_store_writer *w)
+{
+	if (w != NULL) {
+		/* The slot keeps a blank header: invalid, erased by the next
+		 * write of the record. */
+		store_fail(w, ACME_SMIME_ERR_INVALID);
+		w->flash = NULL;
+	}
+}
+
+static int
+store_commit(acme_smime_store_writer *w)
+{
+	const acme_smime_flash *f;
+	uint32_t pu, area;
+	int r = ACME_SMIME_OK;
+
+	if (w == NULL || w->flash == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	f = w->flash;
+	pu = f->program_unit;
+	area = store_header_area(pu);
+	if (w->failed) {
+		r = w->failed;
+	} else if (w->pending > 0) {
+		/* 0xFF leaves the rest of the last unit erased. */
+		memset(w->unit + w->pending, 0xFF, pu - w->pending);
+		if (f->program(f->user, w->slot + area +
+		    (w->length - (uint32_t)w->pending), w->unit, pu) < 0) {
+			r = ACME_SMIME_ERR_STORE;
+		}
+	}
+	if (r == ACME_SMIME_OK) {
+		memset(w->unit, 0xFF, area);
+		memcpy(w->unit, store_magic, 4);
+		w->unit[4] = (unsigned char)w->record;
+		w->unit[5] = STORE_VERSION;
+		w->unit[6] = 0;
+		w->unit[7] = 0;
+		store_put32(w->unit + 8, w->seq);
+		store_put32(w->unit + 12, w->length);
+		store_put32(w->unit + 16, w->crc);
+		store_put32(w->unit + 20, store_crc32(0, w->unit, 20));
+		if (store_program(f, w->slot, w->unit, area) < 0) {
+			r = ACME_SMIME_ERR_STORE;
+		}
+	}
+	store_fail(w, r);
+	w->flash = NULL;
+	return r;
+}
+
+/* Does the payload of s equal data[0..len)? 1, 0, or ACME_SMIME_ERR_STORE. */
+static int
+store_payload_equal(const acme_smime_flash *f, uint32_t header_area,
+	const store_slot *s, const unsigned char *data, size_t len)
+{
+	unsigned char buf[STORE_CHUNK];
+	uint32_t off = 0, n;
+	int r = 1;
+
+	if (s->len != len) {
+		return 0;
+	}
+	while (off < s->len && r == 1) {
+		n = s->len - off < sizeof buf ? s->len - off : sizeof buf;
+		if (store_flash_read(f, s->addr + header_area + off, buf, n) < 0) {
+			r = ACME_SMIME_ERR_STORE;
+		} else if (memcmp(buf, data + off, n) != 0) {
+			r = 0;
+		}
+		off += n;
+	}
+	wipe(buf, sizeof buf);
+	return r;
+}
+
+/*
+ * Write a whole record. An unchanged record is left alone (no erase, no
+ * program: flash wears out). An empty record (len 0) is a value like any
+ * other: it is how the engine clears the enrollment without ever making
+ * the record read as "no record". Uses a writer on the stack
+ * (ACME_SMIME_MAX_PROGRAM_UNIT + about 40 bytes). Returns ACME_SMIME_OK,
+ * ACME_SMIME_ERR_LIMIT, ACME_SMIME_ERR_STORE or ACME_SMIME_ERR_INVALID.
+ */
+static int
+store_write(const acme_smime_flash *f, unsigned rec, const void *data,
+	size_t len)
+{
+	acme_smime_store_writer w;
+	store_scan_result sc;
+	int r;
+
+	if (data == NULL && len > 0) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	r = store_scan(f, rec, &sc);
+	if (r < 0) {
+		return r;
+	}
+	if (len > store_max[rec]) {
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	/* Skipped only when no damaged newer header outranks the current
+	 * value: a write leaves the record healthy for store_check(). */
+	if (sc.cur >= 0 && sc.cur == sc.newest) {
+		r = store_payload_equal(f, sc.layout.header_area, &sc.s[sc.cur],
+		    (const unsigned char *)data, len);
+		if (r != 0) {
+			return r < 0 ? r : ACME_SMIME_OK;
+		}
+	}
+	r = store_begin_scanned(&w, f, rec, &sc);
+	if (r == ACME_SMIME_OK) {
+		r = store_append(&w, data, len);
+	}
+	if (r == ACME_SMIME_OK) {
+		return store_commit(&w);
+	}
+	store_abort(&w);
+	return r;
+}
+
+/* ========================================================================
+ * 8. Transport: BearSSL's client engine over the caller's socket hooks
  *
  * One TLS 1.2 connection at a time, driven like BearSSL's own br_sslio
  * loop but without blocking: when the socket would block, the engine
@@ -3745,7 +4484,7 @@ acme_smime_trust_anchors_from_pem(const char *pem, size_t pem_len,
 }
 
 /* ========================================================================
- * 8. HTTP/1.1 client
+ * 9. HTTP/1.1 client
  *
  * Requests are built whole in the HTTP area of the work buffer and pushed
  * through TLS; responses are parsed as they arrive, in any chunking:
@@ -3925,6 +4664,10 @@ http_response_reset(acme_smime_ctx *ctx)
 	ctx->has_retry_after = 0;
 	ctx->problem_json = 0;
 	ctx->resp_bytes = 0;
+	if (ctx->sink) {
+		store_abort(&ctx->store_writer);
+		ctx->sink = 0;
+	}
 }
 
 static int
@@ -4153,6 +4896,20 @@ http_headers_done(acme_smime_ctx *ctx)
 		http_response_reset(ctx);   /* interim response: skip it */
 		return 0;
 	}
+	/* A certificate chain goes to flash as it arrives (only its start
+	 * stays in RAM, for the engine to read the leaf). */
+	if (ctx->sink_wanted && ctx->status == 200 && ctx->ports->flash != NULL) {
+		int r = store_begin(&ctx->store_writer, ctx->ports->flash,
+		    STORE_REC_CERT);
+
+		if (r < 0) {
+			engine_fail(ctx, ACME_SMIME_ERR_STORE, 0,
+			    "cannot start writing the certificate to flash");
+			return r;
+		}
+		ctx->sink = 1;
+		ctx->sink_len = 0;
+	}
 	if (ctx->req_kind == REQ_HEAD || ctx->status == 204 || ctx->status == 304) {
 		ctx->resp_state = RS_DONE;
 	} else if (ctx->chunked) {
@@ -4225,10 +4982,25 @@ http_line(acme_smime_ctx *ctx)
 	return r;
 }
 
-/* Append body bytes to the area; the last byte is kept for a NUL. */
+/* Append body bytes to the area; the last byte is kept for a NUL. When
+ * the body streams to flash, the area keeps what fits of its start. */
 static int
 http_body(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
 {
+	if (ctx->sink) {
+		size_t room = http_area_size(ctx) - 1 - ctx->body_len;
+
+		if (store_append(&ctx->store_writer, data, n) < 0) {
+			engine_fail(ctx, ctx->store_writer.failed == ACME_SMIME_ERR_LIMIT ?
+			    ACME_SMIME_ERR_LIMIT : ACME_SMIME_ERR_STORE, 0,
+			    "cannot write the certificate chain to flash");
+			return ctx->err.code;
+		}
+		ctx->sink_len += n;
+		memcpy(http_area(ctx) + ctx->body_len, data, n < room ? n : room);
+		ctx->body_len += n < room ? n : room;
+		return 0;
+	}
 	if (n >= http_area_size(ctx) - ctx->body_len) {
 		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0,
 		    "HTTP response body larger than ACME_SMIME_HTTP_AREA");
@@ -4399,7 +5171,7 @@ http_exchange(acme_smime_ctx *ctx)
 }
 
 /* ========================================================================
- * 9. Engine: the RFC 8555 flow as a resumable state machine
+ * 10. Engine: the RFC 8555 flow as a resumable state machine
  *
  * The state table below is the map of the client. Each state that talks
  * to the server has a request builder and a response handler; the step
@@ -4420,6 +5192,7 @@ enum {
 	ST_FINALIZE,
 	ST_ORDER_POLL,
 	ST_DOWNLOAD,
+	ST_RESUME,
 	ST_DONE,
 	ST_COUNT
 };
@@ -4628,6 +5401,414 @@ problem_is(const acme_smime_ctx *ctx, const char *name)
 	    strcmp(ctx->err.problem_type + sizeof prefix - 1, name) == 0;
 }
 
+/* --- persistence: the records of section 7, as the engine lays them out ---
+ *
+ * All integers little-endian; strings as a 16-bit length and the bytes.
+ *   account:    version 1, key type, key length, key, directory URL,
+ *               account URL
+ *   enrollment: version 1, identity hash (32), order URL, certificate key
+ *               type, length, key; empty when no order is in progress
+ *   cert:       the PEM chain, then a fixed trailer (CERT_TRAILER_LEN):
+ *               version 1, key type, key length, key (48, zero padded),
+ *               notBefore, notAfter (Unix seconds, 64-bit), identity hash,
+ *               chain length (32-bit)
+ *   time:       a Unix time the clock can never be behind (64-bit)
+ * The identity hash is SHA-256 over the directory URL and the identifiers:
+ * a stored order or certificate belongs to the configuration that made it.
+ */
+
+#define CERT_TRAILER_LEN (3 + 48 + 8 + 8 + 32 + 4)
+
+typedef struct {
+	unsigned char *p;
+	size_t size, len;
+	int overflow;
+} rec_out;
+
+typedef struct {
+	const unsigned char *p;
+	size_t len, pos;
+	int bad;
+} rec_in;
+
+static void
+rec_put(rec_out *o, const void *data, size_t n)
+{
+	if (o->overflow || n > o->size - o->len) {
+		o->overflow = 1;
+		return;
+	}
+	memcpy(o->p + o->len, data, n);
+	o->len += n;
+}
+
+static void
+rec_put_uint(rec_out *o, uint64_t v, unsigned bytes)
+{
+	unsigned char b[8];
+	unsigned i;
+
+	for (i = 0; i < bytes; i++) {
+		b[i] = (unsigned char)(v >> (8 * i));
+	}
+	rec_put(o, b, bytes);
+}
+
+static void
+rec_put_str(rec_out *o, const char *str)
+{
+	size_t n = strlen(str);
+
+	rec_put_uint(o, n, 2);
+	rec_put(o, str, n);
+}
+
+static void
+rec_put_key(rec_out *o, const acme_smime_key *key)
+{
+	rec_put_uint(o, (uint64_t)key->type, 1);
+	rec_put_uint(o, key->priv_len, 1);
+	rec_put(o, key->priv, key->priv_len);
+}
+
+static uint64_t
+rec_get_uint(rec_in *in, unsigned bytes)
+{
+	uint64_t v = 0;
+	unsigned i;
+
+	if (in->bad || bytes > in->len - in->pos) {
+		in->bad = 1;
+		return 0;
+	}
+	for (i = 0; i < bytes; i++) {
+		v |= (uint64_t)in->p[in->pos + i] << (8 * i);
+	}
+	in->pos += bytes;
+	return v;
+}
+
+static void
+rec_get_bytes(rec_in *in, void *out, size_t n)
+{
+	if (in->bad || n > in->len - in->pos) {
+		in->bad = 1;
+		return;
+	}
+	memcpy(out, in->p + in->pos, n);
+	in->pos += n;
+}
+
+static void
+rec_get_str(rec_in *in, char *out, size_t size)
+{
+	size_t n = (size_t)rec_get_uint(in, 2);
+
+	if (in->bad || n >= size || n > in->len - in->pos ||
+	    memchr(in->p + in->pos, '\0', n) != NULL) {
+		in->bad = 1;
+		out[0] = '\0';
+		return;
+	}
+	rec_get_bytes(in, out, n);
+	out[n] = '\0';
+}
+
+/* A key as stored: it must load (scalar in range), or the record is bad. */
+static void
+rec_get_key(rec_in *in, acme_smime_key *key)
+{
+	unsigned char priv[48];
+	int type = (int)rec_get_uint(in, 1);
+	size_t n = (size_t)rec_get_uint(in, 1);
+
+	if (in->bad || n > sizeof priv) {
+		in->bad = 1;
+		return;
+	}
+	rec_get_bytes(in, priv, n);
+	if (in->bad || acme_smime_key_from_private(key, type, priv, n) != ACME_SMIME_OK) {
+		in->bad = 1;
+	}
+	wipe(priv, sizeof priv);
+}
+
+/* SHA-256 over the directory URL and the identifiers. */
+static void
+engine_identity_hash(const acme_smime_config *cfg, unsigned char out[32])
+{
+	br_sha256_context sha;
+	size_t i;
+
+	br_sha256_init(&sha);
+	br_sha256_update(&sha, cfg->directory_url, strlen(cfg->directory_url) + 1);
+	for (i = 0; i < cfg->identifier_count; i++) {
+		unsigned char t = (unsigned char)cfg->identifiers[i].type;
+
+		br_sha256_update(&sha, &t, 1);
+		br_sha256_update(&sha, cfg->identifiers[i].value,
+		    strlen(cfg->identifiers[i].value) + 1);
+	}
+	br_sha256_out(&sha, out);
+}
+
+static int
+engine_store_error(acme_smime_ctx *ctx, int r, const char *what)
+{
+	engine_fail(ctx, r == ACME_SMIME_ERR_LIMIT ? ACME_SMIME_ERR_LIMIT :
+	    ACME_SMIME_ERR_STORE, r != ACME_SMIME_ERR_LIMIT, what);
+	return ctx->err.code;
+}
+
+/* Write the account record (after newAccount). */
+static int
+engine_save_account(acme_smime_ctx *ctx)
+{
+	unsigned char buf[ACME_SMIME_STORE_MAX_ACCOUNT];
+	rec_out o;
+	int r;
+
+	if (ctx->ports->flash == NULL) {
+		return 0;
+	}
+	o.p = buf;
+	o.size = sizeof buf;
+	o.len = 0;
+	o.overflow = 0;
+	rec_put_uint(&o, 1, 1);
+	rec_put_key(&o, &ctx->account_key);
+	rec_put_str(&o, ctx->cfg->directory_url);
+	rec_put_str(&o, ctx->url_account);
+	r = o.overflow ? ACME_SMIME_ERR_LIMIT :
+	    store_write(ctx->ports->flash, STORE_REC_ACCOUNT, buf, o.len);
+	wipe(buf, sizeof buf);
+	return r < 0 ? engine_store_error(ctx, r, "cannot store the account") : 0;
+}
+
+/* Write (len > 0) or clear the enrollment record. */
+static int
+engine_save_enrollment(acme_smime_ctx *ctx, int clear)
+{
+	unsigned char buf[ACME_SMIME_MAX_URL + 128];
+	rec_out o;
+	int r;
+
+	if (ctx->ports->flash == NULL) {
+		return 0;
+	}
+	o.p = buf;
+	o.size = sizeof buf;
+	o.len = 0;
+	o.overflow = 0;
+	if (!clear) {
+		rec_put_uint(&o, 1, 1);
+		rec_put(&o, ctx->ident_hash, sizeof ctx->ident_hash);
+		rec_put_str(&o, ctx->url_order);
+		rec_put_key(&o, &ctx->cert_key);
+	}
+	r = o.overflow ? ACME_SMIME_ERR_LIMIT :
+	    store_write(ctx->ports->flash, STORE_REC_ENROLLMENT, buf, o.len);
+	wipe(buf, sizeof buf);
+	return r < 0 ? engine_store_error(ctx, r, "cannot store the order in progress") : 0;
+}
+
+/* Raise the time floor to t (never lower it). */
+static void
+engine_save_time_floor(acme_smime_ctx *ctx, uint64_t t)
+{
+	unsigned char b[8];
+	unsigned i;
+
+	if (ctx->ports->flash == NULL || t <= ctx->time_floor) {
+		return;
+	}
+	for (i = 0; i < 8; i++) {
+		b[i] = (unsigned char)(t >> (8 * i));
+	}
+	if (store_write(ctx->ports->flash, STORE_REC_TIME, b, sizeof b) == ACME_SMIME_OK) {
+		ctx->time_floor = t;
+	}
+}
+
+/* The decoded trailer of a stored certificate. */
+typedef struct {
+	acme_smime_key key;
+	uint64_t not_before, not_after;
+	unsigned char ident_hash[32];
+	size_t chain_len;
+} cert_trailer;
+
+/* Read the trailer of the stored certificate. Returns ACME_SMIME_OK,
+ * STORE_NONE (no certificate, or a record that does not parse), or
+ * ACME_SMIME_ERR_STORE. */
+static int
+cert_trailer_read(const acme_smime_flash *f, cert_trailer *t)
+{
+	unsigned char buf[CERT_TRAILER_LEN];
+	size_t len;
+	rec_in in;
+	int r;
+
+	memset(t, 0, sizeof *t);
+	r = store_record_info(f, STORE_REC_CERT, &len, NULL);
+	if (r != ACME_SMIME_OK) {
+		return r;
+	}
+	if (len < CERT_TRAILER_LEN) {
+		return STORE_NONE;
+	}
+	r = store_read_chunk(f, STORE_REC_CERT, len - CERT_TRAILER_LEN, buf, sizeof buf);
+	if (r != ACME_SMIME_OK) {
+		return r;
+	}
+	in.p = buf;
+	in.len = sizeof buf;
+	in.pos = 0;
+	in.bad = rec_get_uint(&in, 1) != 1;
+	{
+		/* The key sits in a fixed 48-byte field. */
+		rec_in k = in;
+
+		k.len = in.pos + 2 + 48;
+		rec_get_key(&k, &t->key);
+		in.bad |= k.bad;
+		in.pos += 2 + 48;
+	}
+	t->not_before = rec_get_uint(&in, 8);
+	t->not_after = rec_get_uint(&in, 8);
+	rec_get_bytes(&in, t->ident_hash, sizeof t->ident_hash);
+	t->chain_len = (size_t)rec_get_uint(&in, 4);
+	wipe(buf, sizeof buf);
+	if (in.bad || t->chain_len != len - CERT_TRAILER_LEN ||
+	    t->not_after <= t->not_before) {
+		acme_smime_key_wipe(&t->key);
+		return STORE_NONE;
+	}
+	return ACME_SMIME_OK;
+}
+
+/* The renewal point: renew_percent (default 67: two thirds) of the
+ * lifetime after notBefore. */
+static uint64_t
+cert_renew_at(const acme_smime_config *cfg, uint64_t nb, uint64_t na)
+{
+	unsigned pct = cfg != NULL && cfg->renew_percent > 0 && cfg->renew_percent < 100 ?
+	    cfg->renew_percent : 67;
+
+	return nb + (na - nb) / 100 * pct + (na - nb) % 100 * pct / 100;
+}
+
+/*
+ * At init: take the account, the certificate and an order in progress
+ * from the store. Sets the starting state: ST_DONE when a certificate for
+ * this configuration is stored and not yet due (no network at all).
+ */
+static int
+engine_load(acme_smime_ctx *ctx, int have_account_key)
+{
+	const acme_smime_flash *f = ctx->ports->flash;
+	unsigned char buf[ACME_SMIME_STORE_MAX_ACCOUNT];
+	cert_trailer t;
+	size_t len;
+	rec_in in;
+	int r, damaged;
+	uint64_t now;
+
+	if (store_layout_ok(f) < 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_STORE, 0, "the flash geometry cannot hold the store");
+		return ACME_SMIME_ERR_STORE;
+	}
+	damaged = store_check(f);
+	if (damaged < 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_STORE, 1, "cannot read the flash");
+		return ACME_SMIME_ERR_STORE;
+	}
+	if (damaged > 0) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "store: damaged records found, older copies used", NULL);
+	}
+
+	/* Time floor. */
+	r = store_read(f, STORE_REC_TIME, buf, sizeof buf, &len);
+	if (r == ACME_SMIME_OK && len == 8) {
+		in.p = buf;
+		in.len = len;
+		in.pos = 0;
+		in.bad = 0;
+		ctx->time_floor = rec_get_uint(&in, 8);
+	}
+
+	/* Account: only for this directory. */
+	r = store_read(f, STORE_REC_ACCOUNT, buf, sizeof buf, &len);
+	if (r == ACME_SMIME_OK && !have_account_key) {
+		acme_smime_key key;
+		char dir[ACME_SMIME_MAX_URL + 1];
+
+		in.p = buf;
+		in.len = len;
+		in.pos = 0;
+		in.bad = rec_get_uint(&in, 1) != 1;
+		rec_get_key(&in, &key);
+		rec_get_str(&in, dir, sizeof dir);
+		rec_get_str(&in, ctx->url_account, sizeof ctx->url_account);
+		if (!in.bad && strcmp(dir, ctx->cfg->directory_url) == 0) {
+			ctx->account_key = key;
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "stored account: ", ctx->url_account);
+		} else {
+			ctx->url_account[0] = '\0';
+		}
+		acme_smime_key_wipe(&key);
+	}
+	wipe(buf, sizeof buf);
+
+	/* Certificate: done until its renewal point. */
+	if (cert_trailer_read(f, &t) == ACME_SMIME_OK &&
+	    memcmp(t.ident_hash, ctx->ident_hash, sizeof t.ident_hash) == 0) {
+		engine_save_time_floor(ctx, t.not_before);
+		now = ctx->ports->unix_time(ctx->ports->user);
+		if (now == 0 || now < ctx->time_floor) {
+			acme_smime_key_wipe(&t.key);
+			engine_fail(ctx, ACME_SMIME_ERR_TIME, 1,
+			    "the clock is unknown or behind: cannot judge the stored certificate");
+			return ACME_SMIME_ERR_TIME;
+		}
+		ctx->renew_at = cert_renew_at(ctx->cfg, t.not_before, t.not_after);
+		if (now < ctx->renew_at && !ctx->cfg->force_renew) {
+			ctx->cert_key = t.key;
+			ctx->state = ST_DONE;
+			engine_log(ctx, ACME_SMIME_LOG_INFO,
+			    "stored certificate is valid and not due for renewal", NULL);
+			acme_smime_key_wipe(&t.key);
+			return 0;
+		}
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "stored certificate is due: renewing", NULL);
+	}
+	acme_smime_key_wipe(&t.key);
+
+	/* An order in progress for this configuration: resume it. */
+	r = store_read(f, STORE_REC_ENROLLMENT, buf, sizeof buf, &len);
+	if (r == ACME_SMIME_OK && len > 0) {
+		unsigned char h[32];
+
+		in.p = buf;
+		in.len = len;
+		in.pos = 0;
+		in.bad = rec_get_uint(&in, 1) != 1;
+		rec_get_bytes(&in, h, sizeof h);
+		rec_get_str(&in, ctx->url_order, sizeof ctx->url_order);
+		rec_get_key(&in, &ctx->cert_key);
+		if (!in.bad && memcmp(h, ctx->ident_hash, sizeof h) == 0) {
+			ctx->resume_order = 1;
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "resuming order: ", ctx->url_order);
+		} else {
+			ctx->url_order[0] = '\0';
+			acme_smime_key_wipe(&ctx->cert_key);
+		}
+	}
+	wipe(buf, sizeof buf);
+	return 0;
+}
+
 /* --- requests --- */
 
 /* Sign payload (JSON text at the end of the area) for url and prepare the
@@ -4800,6 +5981,25 @@ req_challenge_respond(acme_smime_ctx *ctx)
 	return engine_post(ctx, ctx->challenge.url, "{}", 2, 0, REQ_POST);
 }
 
+/* The certificate key: generated once per order (RFC 8555 section 11.1:
+ * never the account key). */
+static int
+engine_cert_key(acme_smime_ctx *ctx)
+{
+	int r;
+
+	if (ctx->cert_key.type != 0) {
+		return 0;
+	}
+	r = acme_smime_key_generate(&ctx->cert_key,
+	    ctx->cfg->cert_key_type ? ctx->cfg->cert_key_type : ACME_SMIME_KEY_P256,
+	    ctx->ports->entropy, ctx->ports->user);
+	if (r < 0) {
+		engine_fail(ctx, r, 0, "certificate key generation failed");
+	}
+	return r;
+}
+
 static int
 req_finalize(acme_smime_ctx *ctx)
 {
@@ -4808,14 +6008,8 @@ req_finalize(acme_smime_ctx *ctx)
 	textbuf tb;
 	int n, r;
 
-	if (ctx->cert_key.type == 0) {
-		r = acme_smime_key_generate(&ctx->cert_key,
-		    ctx->cfg->cert_key_type ? ctx->cfg->cert_key_type : ACME_SMIME_KEY_P256,
-		    ctx->ports->entropy, ctx->ports->user);
-		if (r < 0) {
-			engine_fail(ctx, r, 0, "certificate key generation failed");
-			return r;
-		}
+	if ((r = engine_cert_key(ctx)) < 0) {
+		return r;
 	}
 	n = acme_smime_csr_write(der, HTTP_PAYLOAD_ROOM / 2, &ctx->cert_key,
 	    ctx->cfg->identifiers, ctx->cfg->identifier_count, ctx->cfg->key_usage);
@@ -4843,6 +6037,7 @@ req_order_poll(acme_smime_ctx *ctx)
 static int
 req_download(acme_smime_ctx *ctx)
 {
+	ctx->sink_wanted = 1;
 	return engine_post(ctx, ctx->url_certificate, "", 0, 0, REQ_POST_PEM);
 }
 
@@ -4885,7 +6080,10 @@ resp_directory(acme_smime_ctx *ctx)
 			return ctx->err.code;
 		}
 	}
-	return ctx->url_account[0] != '\0' ? ST_ORDER : ST_ACCOUNT;
+	if (ctx->url_account[0] == '\0') {
+		return ST_ACCOUNT;
+	}
+	return ctx->resume_order ? ST_RESUME : ST_ORDER;
 }
 
 static int
@@ -4915,7 +6113,10 @@ resp_account(acme_smime_ctx *ctx)
 	memcpy(ctx->url_account, ctx->location, sizeof ctx->url_account);
 	engine_log(ctx, ACME_SMIME_LOG_INFO, ctx->status == 201 ?
 	    "account created: " : "account found: ", ctx->url_account);
-	return ST_ORDER;
+	if (engine_save_account(ctx) < 0) {
+		return ctx->err.code;
+	}
+	return ctx->resume_order ? ST_RESUME : ST_ORDER;
 }
 
 /* Read an order object: status, authorizations, finalize, certificate.
@@ -4983,6 +6184,11 @@ resp_order(acme_smime_ctx *ctx)
 	}
 	memcpy(ctx->url_order, ctx->location, sizeof ctx->url_order);
 	engine_log(ctx, ACME_SMIME_LOG_INFO, "order: ", ctx->url_order);
+	/* The certificate key is made with the order and stored with it, so
+	 * a reboot after finalize still holds the key of the CSR. */
+	if (engine_cert_key(ctx) < 0 || engine_save_enrollment(ctx, 0) < 0) {
+		return ctx->err.code;
+	}
 	next = engine_order_object(ctx);
 	return next == ST_ORDER_POLL ? engine_poll(ctx, next) : next;
 }
@@ -5178,11 +6384,109 @@ resp_order_poll(acme_smime_ctx *ctx)
 	return next;
 }
 
+/* DER bytes of the leaf, gathered by the PEM decoder. */
+typedef struct {
+	br_x509_decoder_context x509;
+	int objects;
+} leaf_reader;
+
+static void
+leaf_push(void *arg, const void *data, size_t len)
+{
+	leaf_reader *lr = (leaf_reader *)arg;
+
+	br_x509_decoder_push(&lr->x509, data, len);
+}
+
+/* Decode the first certificate of the PEM text: validity, and its key
+ * must be our certificate key. */
+static int
+engine_check_leaf(acme_smime_ctx *ctx, const char *pem, size_t len,
+	uint64_t *not_before, uint64_t *not_after)
+{
+	br_pem_decoder_context pc;
+	leaf_reader lr;
+	const br_x509_pkey *pk;
+	int done = 0;
+
+	br_pem_decoder_init(&pc);
+	br_x509_decoder_init(&lr.x509, NULL, NULL);
+	lr.objects = 0;
+	while (len > 0 && !done) {
+		size_t n = br_pem_decoder_push(&pc, pem, len);
+		int ev = br_pem_decoder_event(&pc);
+
+		pem += n;
+		len -= n;
+		if (ev == BR_PEM_BEGIN_OBJ) {
+			br_pem_decoder_setdest(&pc, leaf_push, &lr);
+		} else if (ev == BR_PEM_END_OBJ) {
+			done = 1;
+		} else if (ev == BR_PEM_ERROR || (n == 0 && ev == 0)) {
+			break;
+		}
+	}
+	pk = done ? br_x509_decoder_get_pkey(&lr.x509) : NULL;
+	if (pk == NULL || br_x509_decoder_last_error(&lr.x509) != 0) {
+		return http_fail(ctx, "the certificate does not decode");
+	}
+	if (pk->key_type != BR_KEYTYPE_EC || pk->key.ec.qlen != ctx->cert_key.pub_len ||
+	    memcmp(pk->key.ec.q, ctx->cert_key.pub, ctx->cert_key.pub_len) != 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_STATE, 0,
+		    "the certificate is not for our key");
+		return ctx->err.code;
+	}
+	*not_before = ((uint64_t)lr.x509.notbefore_days - BR_DAYS_AT_UNIX_EPOCH) * 86400u +
+	    lr.x509.notbefore_seconds;
+	*not_after = ((uint64_t)lr.x509.notafter_days - BR_DAYS_AT_UNIX_EPOCH) * 86400u +
+	    lr.x509.notafter_seconds;
+	if (lr.x509.notbefore_days < BR_DAYS_AT_UNIX_EPOCH || *not_after <= *not_before) {
+		return http_fail(ctx, "the certificate has an odd validity period");
+	}
+	return 0;
+}
+
+/* Complete the certificate record: the trailer, then the commit that
+ * makes it the current certificate (the old one stays until then). */
+static int
+engine_commit_cert(acme_smime_ctx *ctx, uint64_t nb, uint64_t na)
+{
+	unsigned char tr[CERT_TRAILER_LEN];
+	rec_out o;
+	int r;
+
+	memset(tr, 0, sizeof tr);
+	o.p = tr;
+	o.size = sizeof tr;
+	o.len = 0;
+	o.overflow = 0;
+	rec_put_uint(&o, 1, 1);
+	rec_put_key(&o, &ctx->cert_key);
+	o.len = 3 + 48;
+	rec_put_uint(&o, nb, 8);
+	rec_put_uint(&o, na, 8);
+	rec_put(&o, ctx->ident_hash, sizeof ctx->ident_hash);
+	rec_put_uint(&o, ctx->sink_len, 4);
+	r = store_append(&ctx->store_writer, tr, sizeof tr);
+	wipe(tr, sizeof tr);
+	if (r == ACME_SMIME_OK) {
+		r = store_commit(&ctx->store_writer);
+	}
+	ctx->sink = 0;
+	if (r < 0) {
+		store_abort(&ctx->store_writer);
+		return engine_store_error(ctx, r, "cannot store the certificate");
+	}
+	return 0;
+}
+
 static int
 resp_download(acme_smime_ctx *ctx)
 {
 	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+	uint64_t nb, na;
 
+	ctx->sink_wanted = 0;
 	if (expect_status(ctx, 200, 200) < 0) {
 		return ctx->err.code;
 	}
@@ -5190,9 +6494,52 @@ resp_download(acme_smime_ctx *ctx)
 	    memcmp(http_area(ctx), begin, sizeof begin - 1) != 0) {
 		return http_fail(ctx, "the certificate is not a PEM chain");
 	}
-	ctx->chain_len = ctx->body_len;
+	if (engine_check_leaf(ctx, (const char *)http_area(ctx), ctx->body_len,
+	    &nb, &na) < 0) {
+		return ctx->err.code;
+	}
+	ctx->renew_at = cert_renew_at(ctx->cfg, nb, na);
+	if (ctx->sink) {
+		if (engine_commit_cert(ctx, nb, na) < 0) {
+			return ctx->err.code;
+		}
+		engine_save_time_floor(ctx, nb);
+		if (engine_save_enrollment(ctx, 1) < 0) {
+			return ctx->err.code;
+		}
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "certificate stored", NULL);
+	}
+	/* In RAM too when it fitted whole. */
+	ctx->chain_len = ctx->sink_len == 0 || ctx->sink_len == ctx->body_len ?
+	    ctx->body_len : 0;
 	engine_log(ctx, ACME_SMIME_LOG_INFO, "certificate downloaded", NULL);
 	return ST_DONE;
+}
+
+/* Local resume: the stored order is read again and the flow continues
+ * from its status; an order the server no longer knows, or that went
+ * invalid, is dropped for a new one. */
+static int
+resp_resume(acme_smime_ctx *ctx)
+{
+	json_doc d;
+	char status[16];
+
+	if (ctx->status != 200 || engine_json(ctx, &d) < 0 ||
+	    json_get_member(&d, 0, "status", status, sizeof status) < 0 ||
+	    strcmp(status, "invalid") == 0) {
+		/* engine_json() may have failed the context: undo that. */
+		memset(&ctx->err, 0, sizeof ctx->err);
+		engine_log(ctx, ACME_SMIME_LOG_WARN, "stored order unusable: new order", NULL);
+		ctx->resume_order = 0;
+		acme_smime_key_wipe(&ctx->cert_key);
+		if (engine_save_enrollment(ctx, 1) < 0) {
+			return ctx->err.code;
+		}
+		return ST_ORDER;
+	}
+	ctx->resume_order = 0;
+	return engine_order_object(ctx);
 }
 
 typedef struct {
@@ -5214,6 +6561,7 @@ static const engine_state engine_states[ST_COUNT] = {
 	{ "finalize",            req_finalize,          resp_finalize,          1 },
 	{ "order-poll",          req_order_poll,        resp_order_poll,        1 },
 	{ "download",            req_download,          resp_download,          1 },
+	{ "resume-order",        req_order_poll,        resp_resume,            1 },
 	{ "done",                NULL,                  NULL,                   0 },
 };
 
@@ -5276,6 +6624,9 @@ engine_check_response(acme_smime_ctx *ctx)
 			return 0;
 		}
 	}
+	if (ctx->state == ST_RESUME && ctx->status < 500) {
+		return 1;   /* resp_resume() drops the stored order */
+	}
 	engine_fail(ctx, ACME_SMIME_ERR_ACME, ctx->status >= 500 || problem_is(ctx, "rateLimited"),
 	    ctx->err.problem_type[0] != '\0' ? "the ACME server refused the request" :
 	    "the ACME server answered with an error status");
@@ -5318,7 +6669,15 @@ acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 			return ACME_SMIME_ERR_INVALID;
 		}
 		ctx->account_key = *account_key;
-	} else {
+	}
+	tls_setup(ctx, work, BR_SSL_BUFSIZE_MONO);
+	ctx->state = ST_DIRECTORY;
+	ctx->phase = PH_BUILD;
+	engine_identity_hash(cfg, ctx->ident_hash);
+	if (ports->flash != NULL && engine_load(ctx, account_key != NULL) < 0) {
+		return ctx->err.code;
+	}
+	if (ctx->account_key.type == 0 && ctx->state != ST_DONE) {
 		r = acme_smime_key_generate(&ctx->account_key,
 		    cfg->account_key_type ? cfg->account_key_type : ACME_SMIME_KEY_P256,
 		    ports->entropy, ports->user);
@@ -5327,9 +6686,6 @@ acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 			return r;
 		}
 	}
-	tls_setup(ctx, work, BR_SSL_BUFSIZE_MONO);
-	ctx->state = ST_DIRECTORY;
-	ctx->phase = PH_BUILD;
 	ctx->deadline_ms = ports->monotonic_ms(ports->user) +
 	    (uint64_t)cfg_or(cfg->deadline_s, 3600) * 1000u;
 	return ACME_SMIME_OK;
@@ -5512,4 +6868,136 @@ const acme_smime_stats *
 acme_smime_get_stats(const acme_smime_ctx *ctx)
 {
 	return &ctx->stats;
+}
+
+/* --- the stored certificate, for the application --- */
+
+int
+acme_smime_stored_cert(const acme_smime_flash *flash, const acme_smime_config *cfg,
+	acme_smime_cert_info *info, acme_smime_key *key)
+{
+	cert_trailer t;
+	int r;
+
+	if (flash == NULL || info == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	memset(info, 0, sizeof *info);
+	if (key != NULL) {
+		memset(key, 0, sizeof *key);
+	}
+	if (store_layout_ok(flash) < 0) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	r = cert_trailer_read(flash, &t);
+	if (r < 0) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	if (r == STORE_NONE) {
+		return 0;
+	}
+	info->not_before = t.not_before;
+	info->not_after = t.not_after;
+	info->renew_at = cert_renew_at(cfg, t.not_before, t.not_after);
+	info->chain_len = t.chain_len;
+	if (cfg != NULL) {
+		unsigned char h[32];
+
+		engine_identity_hash(cfg, h);
+		info->matches_config = memcmp(h, t.ident_hash, sizeof h) == 0;
+	}
+	if (key != NULL) {
+		*key = t.key;
+	}
+	acme_smime_key_wipe(&t.key);
+	return 1;
+}
+
+int
+acme_smime_stored_chain(const acme_smime_flash *flash, size_t offset, char *buf,
+	size_t len)
+{
+	cert_trailer t;
+	int r;
+
+	if (flash == NULL || (buf == NULL && len > 0)) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (store_layout_ok(flash) < 0) {
+		return ACME_SMIME_ERR_STORE;
+	}
+	r = cert_trailer_read(flash, &t);
+	acme_smime_key_wipe(&t.key);
+	if (r != ACME_SMIME_OK) {
+		return r < 0 ? ACME_SMIME_ERR_STORE : ACME_SMIME_ERR_INVALID;
+	}
+	if (offset > t.chain_len) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	if (len > t.chain_len - offset) {
+		len = t.chain_len - offset;
+	}
+	if (len > 0x7FFFFFFF) {
+		len = 0x7FFFFFFF;
+	}
+	r = store_read_chunk(flash, STORE_REC_CERT, offset, (unsigned char *)buf, len);
+	return r == ACME_SMIME_OK ? (int)len : ACME_SMIME_ERR_STORE;
+}
+
+int
+acme_smime_store_erase(const acme_smime_flash *flash)
+{
+	if (flash == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	return store_erase_all(flash) < 0 ? ACME_SMIME_ERR_STORE : ACME_SMIME_OK;
+}
+
+int
+acme_smime_key_to_der(const acme_smime_key *key, unsigned char *out, size_t out_size)
+{
+	priv_view v;
+	size_t n;
+
+	if (!key_usable(key) || out == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	priv_view_open(&v, key);
+	n = br_encode_ec_pkcs8_der(NULL, &v.sk, NULL);
+	if (n == 0 || n > out_size) {
+		wipe(&v, sizeof v);
+		return n == 0 ? ACME_SMIME_ERR_CRYPTO : ACME_SMIME_ERR_BUFFER;
+	}
+	{
+		pub_view pv;
+
+		pub_view_open(&pv, key);
+		n = br_encode_ec_pkcs8_der(out, &v.sk, &pv.pk);
+	}
+	wipe(&v, sizeof v);
+	return n == 0 ? ACME_SMIME_ERR_CRYPTO : (int)n;
+}
+
+int
+acme_smime_key_to_pem(const acme_smime_key *key, char *out, size_t out_size)
+{
+	unsigned char der[200];
+	size_t n;
+	int r = acme_smime_key_to_der(key, der, sizeof der);
+
+	if (r < 0) {
+		return r;
+	}
+	if (out == NULL) {
+		wipe(der, sizeof der);
+		return ACME_SMIME_ERR_INVALID;
+	}
+	n = br_pem_encode(NULL, der, (size_t)r, "PRIVATE KEY", BR_PEM_LINE64);
+	if (n + 1 > out_size) {
+		wipe(der, sizeof der);
+		return ACME_SMIME_ERR_BUFFER;
+	}
+	n = br_pem_encode(out, der, (size_t)r, "PRIVATE KEY", BR_PEM_LINE64);
+	wipe(der, sizeof der);
+	return (int)n;
 }

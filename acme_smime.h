@@ -435,7 +435,10 @@ int acme_smime_parse_authorization(const char *json, size_t json_len,
  * whole program units (addr and len multiples of program_unit); read()
  * may read any range. Each returns 0 on success, negative on failure. The
  * store writes every record twice over (A/B slots, sequence number, CRC),
- * so a power cut at any instant leaves the previous copy readable.
+ * so a power cut at any instant leaves the previous copy readable. The
+ * store uses the first ACME_SMIME_STORE_SIZE(sector_size, program_unit)
+ * bytes (48 KiB with 4 KiB sectors) and never passes a program call that
+ * crosses a 256-byte boundary.
  */
 typedef struct acme_smime_flash {
 	void *user;
@@ -517,6 +520,13 @@ typedef struct acme_smime_config {
 	 * (default 5); deadline_s bounds a whole enrollment (default 3600 s). */
 	uint32_t poll_min_s, poll_max_s, retry_after_max_s;
 	uint32_t request_retries, deadline_s;
+
+	/* Renewal: a stored certificate for this configuration is renewed
+	 * once renew_percent of its lifetime has passed (0 = 67, two
+	 * thirds); before that acme_smime_step() returns ACME_SMIME_DONE
+	 * without any network traffic. force_renew enrolls regardless. */
+	unsigned renew_percent;
+	int force_renew;
 } acme_smime_config;
 
 /* Counters, for tests and measurements. */
@@ -541,6 +551,44 @@ typedef struct acme_smime_error {
 #define ACME_SMIME_MAX_PROGRAM_UNIT 256
 #endif
 
+/* Maximum payload of each record. The defaults fill whole 4 KiB sectors
+ * (one slot = 1, 1, 3 and 1 sectors) with any program unit: a larger
+ * value up to the sector boundary costs no flash. Account: key and two
+ * URLs (about 600 bytes). Enrollment: order, up to ACME_SMIME_MAX_AUTHZ
+ * authorization URLs, challenge, token, from, UIDL snapshot, Message-ID
+ * (about 2.5 KiB). Certificate: key and the PEM chain. */
+#ifndef ACME_SMIME_STORE_MAX_ACCOUNT
+#define ACME_SMIME_STORE_MAX_ACCOUNT 1024
+#endif
+#ifndef ACME_SMIME_STORE_MAX_ENROLLMENT
+#define ACME_SMIME_STORE_MAX_ENROLLMENT 3840
+#endif
+#ifndef ACME_SMIME_STORE_MAX_CERT
+#define ACME_SMIME_STORE_MAX_CERT 12032
+#endif
+#ifndef ACME_SMIME_STORE_MAX_TIME
+#define ACME_SMIME_STORE_MAX_TIME 16
+#endif
+
+/* Bytes of flash the store uses from address 0 for a geometry: two
+ * slots per record, each whole sectors holding the header area (32 bytes
+ * or one program unit) and the maximum payload. 48 KiB with 4 KiB sectors
+ * and the default maxima, whatever the program unit. */
+#define ACME_SMIME_STORE_HEADER_AREA(unit) ((unit) > 32 ? (unit) : 32)
+#define ACME_SMIME_STORE_SLOT_SIZE(max, sector, unit) \
+	((ACME_SMIME_STORE_HEADER_AREA(unit) + (max) + (sector) - 1) / \
+	(sector) * (sector))
+#define ACME_SMIME_STORE_SIZE(sector, unit) (2 * ( \
+	ACME_SMIME_STORE_SLOT_SIZE(ACME_SMIME_STORE_MAX_ACCOUNT, sector, unit) + \
+	ACME_SMIME_STORE_SLOT_SIZE(ACME_SMIME_STORE_MAX_ENROLLMENT, sector, unit) + \
+	ACME_SMIME_STORE_SLOT_SIZE(ACME_SMIME_STORE_MAX_CERT, sector, unit) + \
+	ACME_SMIME_STORE_SLOT_SIZE(ACME_SMIME_STORE_MAX_TIME, sector, unit)))
+
+/* The header is built in the writer's unit buffer. */
+#if ACME_SMIME_MAX_PROGRAM_UNIT < 32
+#error "ACME_SMIME_MAX_PROGRAM_UNIT must be at least 32 (the slot header)"
+#endif
+
 /* State of one record being written to flash in pieces (private). */
 typedef struct acme_smime_store_writer {
 	const acme_smime_flash *flash;
@@ -551,7 +599,7 @@ typedef struct acme_smime_store_writer {
 	uint32_t crc;             /* running CRC-32 of the payload */
 	size_t pending;           /* bytes in unit[] not yet programmed */
 	unsigned char unit[ACME_SMIME_MAX_PROGRAM_UNIT];
-	int failed;
+	int failed;               /* 0, or the error that stopped the write */
 } acme_smime_store_writer;
 
 /*
@@ -633,7 +681,13 @@ typedef struct acme_smime_ctx {
 	int has_retry_after;
 	int problem_json;
 
-	/* a record being streamed to flash (section 9 of acme_smime.c) */
+	/* persistence (section 7 of acme_smime.c) */
+	unsigned char ident_hash[32];     /* directory + identifiers */
+	uint64_t time_floor;              /* the clock is never behind this */
+	uint64_t renew_at;                /* of the current certificate */
+	int resume_order;                 /* url_order came from the store */
+	int sink_wanted, sink;            /* body streams to the cert record */
+	size_t sink_len;
 	acme_smime_store_writer store_writer;
 } acme_smime_ctx;
 
@@ -676,11 +730,46 @@ const acme_smime_error *acme_smime_last_error(const acme_smime_ctx *ctx);
 const acme_smime_key *acme_smime_account_key(const acme_smime_ctx *ctx);
 const char *acme_smime_account_url(const acme_smime_ctx *ctx);
 
-/* After ACME_SMIME_DONE: the certificate key and the PEM chain as
- * downloaded (leaf first), inside the work buffer: valid until the next
- * call that uses ctx. */
+/* After ACME_SMIME_DONE: the certificate key, and the PEM chain as
+ * downloaded (leaf first) inside the work buffer, valid until the next
+ * call that uses ctx. The chain is NULL when nothing was downloaded in
+ * this run (the stored certificate was not due) or when it did not fit in
+ * the work buffer: read it from the store then (acme_smime_stored_chain).
+ * With a store, the certificate key is the stored one. */
 const acme_smime_key *acme_smime_cert_key(const acme_smime_ctx *ctx);
 const char *acme_smime_cert_chain(const acme_smime_ctx *ctx, size_t *len);
+
+/* The certificate kept in the store. Functions below read the flash
+ * directly and need no context. */
+typedef struct acme_smime_cert_info {
+	uint64_t not_before, not_after;   /* Unix seconds, of the leaf */
+	uint64_t renew_at;                /* when renewal is due */
+	size_t chain_len;                 /* bytes of PEM */
+	int matches_config;               /* same directory and identifiers */
+} acme_smime_cert_info;
+
+/* Describe the stored certificate; copy its private key into key unless
+ * key is NULL (wipe it when done). cfg (may be NULL) supplies the renewal
+ * percentage and the configuration to compare with. Returns 1 when a
+ * certificate is stored, 0 when none is, or ACME_SMIME_ERR_STORE. */
+int acme_smime_stored_cert(const acme_smime_flash *flash,
+	const acme_smime_config *cfg, acme_smime_cert_info *info,
+	acme_smime_key *key);
+
+/* Read len bytes of the stored PEM chain (leaf first) from offset. Returns
+ * the number of bytes read (less than len at the end), or an error. */
+int acme_smime_stored_chain(const acme_smime_flash *flash, size_t offset,
+	char *buf, size_t len);
+
+/* Erase the whole store (factory reset). */
+int acme_smime_store_erase(const acme_smime_flash *flash);
+
+/* A private key as PKCS#8 DER or PEM ("PRIVATE KEY"); returns the length.
+ * The output is secret: wipe it after use. */
+int acme_smime_key_to_der(const acme_smime_key *key, unsigned char *out,
+	size_t out_size);
+int acme_smime_key_to_pem(const acme_smime_key *key, char *out,
+	size_t out_size);
 
 /* Counters since acme_smime_init(), for tests and measurements. */
 const acme_smime_stats *acme_smime_get_stats(const acme_smime_ctx *ctx);

@@ -5,11 +5,17 @@
 #
 # To add a package, append it to PACKAGES below (one list for everything:
 # build, unit tests, demo, fuzzing, cross compilers...).
+# libclang-rt-14-dev holds the ASan/UBSan and libFuzzer runtimes that
+# clang -fsanitize=... links; apt only recommends it, and recommends are
+# not installed here.
 set -eu
 
 PACKAGES="
     build-essential
     clang
+    clang-14
+    libclang-rt-14-dev
+    libfuzzer-14-dev
     libbearssl-dev
     libjsmn-dev
     libcmocka-dev
@@ -19,6 +25,10 @@ PACKAGES="
     openssl
     pkg-config
     valgrind
+    pebble
+    curl
+    iproute2
+    tcpdump
 "
 
 missing=""

@@ -14,15 +14,19 @@
 #   reported (crash or sanitizer abort mid-run) count as failed. A binary that
 #   exits non-zero with no failure counted, is missing, or times out counts as
 #   at least 1 failure.
-# Each extra check below counts as one test.
+# Each extra check below counts as one test, and so does each libFuzzer
+# target of tests/fuzz/ (built by `make fuzz-build`): it replays its seeds
+# and regressions, then runs FUZZ_RUNS inputs with -seed=1 (deterministic).
 #
 # Environment: TEST_TIMEOUT (seconds per binary, default 600), VERBOSE=1 to
-# print every binary's output, not only failing ones.
+# print every binary's output, not only failing ones, FUZZ_RUNS (inputs per
+# fuzz target, default 20000; 0 skips the fuzz targets).
 set -u
 
 cd "$(dirname "$0")/.." || exit 1
 
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+FUZZ_RUNS=${FUZZ_RUNS:-20000}
 export CMOCKA_MESSAGE_OUTPUT=stdout
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 
@@ -157,6 +161,49 @@ for src in tests/unit/test_*.c; do
         run_binary "$cfg/$name" "build/$cfg/$name"
     done
 done
+
+if [ "$FUZZ_RUNS" -gt 0 ]; then
+    for src in tests/fuzz/fuzz_*.c; do
+        [ -e "$src" ] || continue
+        name=$(basename "$src" .c)
+        run_check "$name ($FUZZ_RUNS runs)" timeout "$TEST_TIMEOUT" \
+            bash tests/fuzz/run_fuzz.sh -r "$FUZZ_RUNS" "$name"
+    done
+fi
+
+# run_suite NAME SCRIPT: an integration script that prints PASS/FAIL lines
+# and ends with "N passed, N failed"; its counts join the totals. A script
+# that dies without that line counts as one failure.
+run_suite() {
+    local name=$1 script=$2 last p f
+    if timeout "$SUITE_TIMEOUT" bash "$script" >"$log" 2>&1; then :; fi
+    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$last" ]; then
+        echo "FAIL  suite: $name (no summary line)"
+        show_log
+        total_failed=$((total_failed + 1))
+        return
+    fi
+    p=${last%% passed*}
+    f=${last#*passed, }
+    f=${f%% failed*}
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+    if [ "$f" -eq 0 ]; then
+        echo "PASS  suite: $name ($p passed)"
+    else
+        echo "FAIL  suite: $name ($p passed, $f failed)"
+        grep -E '^FAIL' "$log" | sed 's/^/    /'
+        [ "${VERBOSE:-0}" = 1 ] && show_log
+    fi
+}
+
+SUITE_TIMEOUT=${SUITE_TIMEOUT:-900}
+if [ "${INTEGRATION:-1}" != 0 ]; then
+    for suite in tests/examples_test.sh tests/pebble/cli_pebble_test.sh; do
+        [ -e "$suite" ] && run_suite "$suite" "$suite"
+    done
+fi
 
 if [ "$unit_ran" -eq 0 ]; then
     echo "ERROR: no unit test ran ($nsrc test source(s) in tests/unit)"

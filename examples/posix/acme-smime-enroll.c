@@ -57,8 +57,8 @@
 #define MAX_ANCHORS     320
 #define ANCHOR_STORAGE  (160u * 1024u)
 
-/* The store file: 64 KiB of simulated NOR flash. */
-#define STORE_SIZE         (64u * 1024u)
+/* The store file: simulated NOR flash, as large as the store needs. */
+#define STORE_SIZE         ACME_SMIME_STORE_SIZE(4096u, 16u)
 #define STORE_SECTOR       4096u
 #define STORE_PROGRAM_UNIT 16u
 
@@ -98,7 +98,9 @@ static const char help_text[] =
 "  --store FILE           account and enrollment state (default acme-smime.flash)\n"
 "  --out-cert FILE        write the certificate chain (PEM, leaf first)\n"
 "  --out-key FILE         write the certificate's private key (PKCS#8 PEM, mode 0600)\n"
-"  --renew-if-due         only enroll when the stored certificate is due  [not implemented yet]\n"
+"  --renew-if-due         enroll only when no certificate for these identifiers is\n"
+"                         stored or two thirds of its lifetime have passed; else\n"
+"                         exit 0 at once, without network traffic (for cron)\n"
 "  -v                     verbose (library debug log); -q: errors only\n"
 "  --help                 this text\n"
 "\n"
@@ -366,11 +368,6 @@ refuse_unimplemented(const struct options *o)
 			"POP3/SMTP options are not implemented yet\n");
 		exit(EXIT_USAGE);
 	}
-	if (o->renew_if_due) {
-		fprintf(stderr, "acme-smime-enroll: --renew-if-due is not "
-			"implemented yet\n");
-		exit(EXIT_USAGE);
-	}
 }
 
 static size_t
@@ -533,6 +530,10 @@ exit_code_of(int code)
 		return EXIT_MAIL;
 	case ACME_SMIME_ERR_STORE:
 		return EXIT_STORAGE;
+	case ACME_SMIME_ERR_INVALID:
+		/* A configuration the server cannot take (e.g. it requires
+		 * external account binding and none was given). */
+		return EXIT_USAGE;
 	default:
 		return EXIT_OTHER;
 	}
@@ -640,6 +641,20 @@ write_outputs(const struct options *o)
 	const acme_smime_key *key;
 
 	chain = acme_smime_cert_chain(&ctx, &len);
+	if (chain == NULL && o->out_cert != NULL) {
+		/* Not downloaded in this run (not due) or larger than the
+		 * work buffer: the store has it. */
+		static char stored[ACME_SMIME_STORE_MAX_CERT];
+		acme_smime_cert_info info;
+
+		if (acme_smime_stored_cert(&store.flash, NULL, &info, NULL) == 1 &&
+		    info.chain_len <= sizeof stored &&
+		    acme_smime_stored_chain(&store.flash, 0, stored,
+		    info.chain_len) == (int)info.chain_len) {
+			chain = stored;
+			len = info.chain_len;
+		}
+	}
 	if (o->out_cert != NULL) {
 		if (chain == NULL || len == 0) {
 			fprintf(stderr, "acme-smime-enroll: no certificate chain to "
@@ -710,6 +725,9 @@ main(int argc, char **argv)
 	cfg.key_usage = ACME_SMIME_KU_DUAL;
 	cfg.trust_anchors = anchors;
 	cfg.trust_anchor_count = n_anchors;
+	/* Without --renew-if-due a run enrolls even when a stored
+	 * certificate is still good. */
+	cfg.force_renew = !o.renew_if_due;
 
 	acme_smime_posix_init(&posix, &ports);
 	posix.log_name = "acme-smime-enroll";

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 /* Deterministic "entropy" for reproducible tests: a counter stream. */
-static int
+static inline int
 test_entropy(void *user, unsigned char *buf, size_t len)
 {
 	unsigned *counter = (unsigned *)user;
@@ -24,7 +24,7 @@ test_entropy(void *user, unsigned char *buf, size_t len)
 	return 0;
 }
 
-static int
+static inline int
 failing_entropy(void *user, unsigned char *buf, size_t len)
 {
 	(void)user;
@@ -34,7 +34,7 @@ failing_entropy(void *user, unsigned char *buf, size_t len)
 }
 
 /* Read a whole file into buf (NUL-terminated); returns its length. */
-static size_t
+static inline size_t
 read_file(const char *path, char *buf, size_t size)
 {
 	FILE *f = fopen(path, "rb");
@@ -48,7 +48,7 @@ read_file(const char *path, char *buf, size_t size)
 	return n;
 }
 
-static void
+static inline void
 write_file(const char *path, const void *data, size_t len)
 {
 	FILE *f = fopen(path, "wb");
@@ -59,7 +59,7 @@ write_file(const char *path, const void *data, size_t len)
 }
 
 /* Decode a hex string into out; returns the byte count. */
-static size_t
+static inline size_t
 from_hex(const char *hex, unsigned char *out, size_t size)
 {
 	size_t n = 0;
@@ -74,7 +74,7 @@ from_hex(const char *hex, unsigned char *out, size_t size)
 }
 
 /* The RFC 7515 appendix A.3 P-256 key. */
-static void
+static inline void
 load_rfc7515_a3_key(acme_smime_key *key)
 {
 	static const char d[] = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI";
