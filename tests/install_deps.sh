@@ -29,6 +29,12 @@ PACKAGES="
     curl
     iproute2
     tcpdump
+    python3-dkim
+    python3-nacl
+    python3-aiosmtpd
+    dovecot-core
+    dovecot-pop3d
+    postfix
 "
 
 missing=""
@@ -56,6 +62,10 @@ else
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Postfix would ask how to configure itself: the tests run it from a
+# private configuration, so none is wanted here.
+echo "postfix postfix/main_mailer_type select No configuration" |
+    $SUDO debconf-set-selections
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 # shellcheck disable=SC2086  # word splitting of $missing is intended
 $SUDO env DEBIAN_FRONTEND=noninteractive \

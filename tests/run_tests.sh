@@ -200,7 +200,8 @@ run_suite() {
 
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-900}
 if [ "${INTEGRATION:-1}" != 0 ]; then
-    for suite in tests/examples_test.sh tests/pebble/cli_pebble_test.sh; do
+    for suite in tests/examples_test.sh tests/pebble/cli_pebble_test.sh \
+            tests/ca/selftest.sh; do
         [ -e "$suite" ] && run_suite "$suite" "$suite"
     done
 fi
