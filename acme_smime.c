@@ -17,7 +17,9 @@
  *   8. transport                   (BearSSL client over the socket hooks,
  *                                   trust anchors from PEM)
  *   9. HTTP/1.1 client             (request writer, streaming response parser)
- *  10. engine                      (the RFC 8555 flow as a state machine)
+ *  10. POP3 and SMTP clients       (commands, multi-line and SMTP replies)
+ *  11. engine                      (the RFC 8555 and RFC 8823 flow as a
+ *                                   state machine)
  *
  * Nothing here allocates memory, keeps global state or blocks.
  */
@@ -4168,7 +4170,6 @@ static void
 tls_setup(acme_smime_ctx *ctx, unsigned char *iobuf, size_t iobuf_len)
 {
 	br_ssl_client_context *cc = &ctx->ssl;
-	br_x509_minimal_context *xc = &ctx->x509;
 
 	br_ssl_client_zero(cc);
 	br_ssl_engine_set_versions(&cc->eng, BR_TLS12, BR_TLS12);
@@ -4182,15 +4183,8 @@ tls_setup(acme_smime_ctx *ctx, unsigned char *iobuf, size_t iobuf_len)
 	br_ssl_engine_set_default_chapol(&cc->eng);
 	br_ssl_client_set_default_rsapub(cc);
 	br_ssl_engine_set_default_ecdsa(&cc->eng);
-
-	br_x509_minimal_init(xc, &br_sha256_vtable, ctx->cfg->trust_anchors,
-	    ctx->cfg->trust_anchor_count);
-	br_x509_minimal_set_hash(xc, br_sha256_ID, &br_sha256_vtable);
-	br_x509_minimal_set_hash(xc, br_sha384_ID, &br_sha384_vtable);
-	br_x509_minimal_set_hash(xc, br_sha512_ID, &br_sha512_vtable);
-	br_x509_minimal_set_rsa(xc, br_rsa_pkcs1_vrfy_get_default());
-	br_x509_minimal_set_ecdsa(xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
-	br_ssl_engine_set_x509(&cc->eng, &xc->vtable);
+	/* The X.509 engine is set per connection (tls_start): the ACME
+	 * server and the mail servers have their own anchors. */
 	br_ssl_engine_set_buffer(&cc->eng, iobuf, iobuf_len, 0);
 }
 
@@ -4204,41 +4198,74 @@ tls_close(acme_smime_ctx *ctx)
 	ctx->conn_state = CONN_CLOSED;
 }
 
-/* Open a connection to host:port: TCP, then a TLS client reset that the
- * pump completes. A session from the previous connection to the same
- * host is resumed (a cheaper handshake when the server closed on us). */
+/* Start TLS on the open socket, checking the server against anchors
+ * (the ACME server's or the mail servers'). A session from the previous
+ * connection to the same host is resumed (a cheaper handshake when the
+ * server closed on us). */
 static int
-tls_open(acme_smime_ctx *ctx, const char *host, unsigned port)
+tls_start(acme_smime_ctx *ctx, const br_x509_trust_anchor *tas, size_t ntas,
+	int resume)
 {
+	br_x509_minimal_context *xc = &ctx->x509;
 	uint64_t now = ctx->ports->unix_time(ctx->ports->user);
-	int resume;
 
 	if (now == 0) {
+		tls_close(ctx);
 		engine_fail(ctx, ACME_SMIME_ERR_TIME, 1,
 		    "the clock is unknown: cannot check the server certificate");
 		return ACME_SMIME_ERR_TIME;
 	}
-	resume = strcmp(host, ctx->conn_host) == 0 && port == ctx->conn_port;
+	if (tas == NULL || ntas == 0) {
+		tls_close(ctx);
+		engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0, "no trust anchors for this server");
+		return ACME_SMIME_ERR_INVALID;
+	}
+	br_x509_minimal_init(xc, &br_sha256_vtable, tas, ntas);
+	br_x509_minimal_set_hash(xc, br_sha256_ID, &br_sha256_vtable);
+	br_x509_minimal_set_hash(xc, br_sha384_ID, &br_sha384_vtable);
+	br_x509_minimal_set_hash(xc, br_sha512_ID, &br_sha512_vtable);
+	br_x509_minimal_set_rsa(xc, br_rsa_pkcs1_vrfy_get_default());
+	br_x509_minimal_set_ecdsa(xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
+	br_x509_minimal_set_time(xc,
+	    (uint32_t)(BR_DAYS_AT_UNIX_EPOCH + now / 86400u), (uint32_t)(now % 86400u));
+	br_ssl_engine_set_x509(&ctx->ssl.eng, &xc->vtable);
+	if (!br_ssl_client_reset(&ctx->ssl, ctx->conn_host, resume)) {
+		tls_close(ctx);
+		engine_fail(ctx, ACME_SMIME_ERR_TLS, 0, "TLS set-up failed");
+		return ACME_SMIME_ERR_TLS;
+	}
+	ctx->conn_tls = 1;
+	ctx->handshake_counted = 0;
+	return ACME_SMIME_OK;
+}
+
+/* Open a TCP connection to host:port and, unless plain, start TLS on it
+ * with the given anchors. mail marks a connection to a mail server (it is
+ * never reused for HTTP). */
+static int
+conn_open(acme_smime_ctx *ctx, const char *host, unsigned port, int tls,
+	const br_x509_trust_anchor *tas, size_t ntas, int mail)
+{
+	int resume = strcmp(host, ctx->conn_host) == 0 && port == ctx->conn_port &&
+	    !ctx->conn_mail && !mail;
+
+	tls_close(ctx);
 	if (copy_field(ctx->conn_host, sizeof ctx->conn_host, host, strlen(host)) < 0) {
 		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "server host name too long");
 		return ACME_SMIME_ERR_LIMIT;
 	}
 	ctx->conn_port = port;
-	br_x509_minimal_set_time(&ctx->x509,
-	    (uint32_t)(BR_DAYS_AT_UNIX_EPOCH + now / 86400u), (uint32_t)(now % 86400u));
-	if (!br_ssl_client_reset(&ctx->ssl, host, resume)) {
-		engine_fail(ctx, ACME_SMIME_ERR_TLS, 0, "TLS set-up failed");
-		return ACME_SMIME_ERR_TLS;
-	}
+	ctx->conn_mail = mail;
+	ctx->conn_tls = 0;
 	ctx->sock = ctx->ports->net_connect(ctx->ports->user, host, port);
 	if (ctx->sock < 0) {
 		ctx->sock = -1;
-		engine_fail(ctx, ACME_SMIME_ERR_NET, 1, "cannot connect to the ACME server");
+		engine_fail(ctx, ACME_SMIME_ERR_NET, 1, mail ?
+		    "cannot connect to the mail server" : "cannot connect to the ACME server");
 		return ACME_SMIME_ERR_NET;
 	}
 	ctx->conn_state = CONN_OPEN;
-	ctx->handshake_counted = 0;
-	return ACME_SMIME_OK;
+	return tls ? tls_start(ctx, tas, ntas, resume) : ACME_SMIME_OK;
 }
 
 /* The engine closed: a clean close_notify is ACME_SMIME_NET_CLOSED, a
@@ -4637,7 +4664,7 @@ http_prepare(acme_smime_ctx *ctx, int kind, const char *url, size_t body_len)
 	ctx->resp_bytes = 0;
 	ctx->xfer = XS_SEND;
 	if (ctx->conn_state == CONN_OPEN && (strcmp(u.host, ctx->conn_host) != 0 ||
-	    u.port != ctx->conn_port)) {
+	    u.port != ctx->conn_port || ctx->conn_mail)) {
 		tls_close(ctx);
 	}
 	ctx->req_port = u.port;
@@ -5098,7 +5125,9 @@ http_exchange(acme_smime_ctx *ctx)
 
 	for (;;) {
 		if (ctx->conn_state == CONN_CLOSED) {
-			if ((r = tls_open(ctx, ctx->req_host, ctx->req_port)) < 0) {
+			r = conn_open(ctx, ctx->req_host, ctx->req_port, 1,
+			    ctx->cfg->trust_anchors, ctx->cfg->trust_anchor_count, 0);
+			if (r < 0) {
 				return r;
 			}
 			ctx->conn_requests = 0;
@@ -5171,7 +5200,321 @@ http_exchange(acme_smime_ctx *ctx)
 }
 
 /* ========================================================================
- * 10. Engine: the RFC 8555 flow as a resumable state machine
+ * 10. POP3 and SMTP clients
+ *
+ * The mail dialogues of RFC 8823 on the same connection machinery as
+ * HTTP: one command, one response at a time, plain, STARTTLS or implicit
+ * TLS. Commands are built in ctx->line and wiped after sending when they
+ * carry a secret; responses are parsed as they arrive: POP3 status lines,
+ * POP3 multi-line bodies (dot-unstuffed into the HTTP area, bounded) and
+ * SMTP replies (multi-line, with the EHLO capabilities we use).
+ * ====================================================================== */
+
+/* Response kinds. */
+#define MX_POP3_LINE  1
+#define MX_POP3_MULTI 2
+#define MX_SMTP       3
+
+/* Exchange states. */
+#define MXS_SEND    0
+#define MXS_STATUS  1   /* the first (POP3) or any (SMTP) reply line */
+#define MXS_BOL     2   /* POP3 body, at the beginning of a line */
+#define MXS_MID     3
+#define MXS_DOT     4   /* a '.' at the beginning of a line */
+#define MXS_DOTCR   5
+#define MXS_DONE    6
+
+/* SMTP capabilities from EHLO. */
+#define CAP_STARTTLS   1u
+#define CAP_AUTH_PLAIN 2u
+#define CAP_AUTH_LOGIN 4u
+
+/* Where the bytes to send are: ctx->line or the HTTP area. */
+#define MX_FROM_LINE 0
+#define MX_FROM_AREA 1
+
+/* Prepare a command "a[ b]\r\n" (a NULL: only read the greeting). A
+ * secret command is wiped from memory once sent. */
+static int
+mx_command(acme_smime_ctx *ctx, int kind, const char *a, const char *b, int secret)
+{
+	textbuf tb;
+
+	ctx->mx_kind = kind;
+	ctx->mx_ok = 0;
+	ctx->mx_code = 0;
+	ctx->mx_truncated = 0;
+	ctx->mx_secret = secret;
+	ctx->mx_from = MX_FROM_LINE;
+	ctx->req_sent = 0;
+	ctx->req_len = 0;
+	ctx->line_len = 0;
+	ctx->body_len = 0;
+	ctx->mx_state = a == NULL ? MXS_STATUS : MXS_SEND;
+	if (a == NULL) {
+		return 0;
+	}
+	tb_init(&tb, ctx->line, sizeof ctx->line);
+	tb_puts(&tb, a);
+	if (b != NULL) {
+		tb_putc(&tb, ' ');
+		tb_puts(&tb, b);
+	}
+	tb_puts(&tb, "\r\n");
+	if (tb_finish(&tb) < 0) {
+		wipe(ctx->line, sizeof ctx->line);
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "mail command too long");
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	ctx->req_len = tb.len;
+	return 0;
+}
+
+/* Append one body byte to the area; past its end the body is marked
+ * truncated (the caller refuses it) but still read to its end. */
+static void
+mx_emit(acme_smime_ctx *ctx, unsigned char c)
+{
+	if (ctx->body_len + 1 < http_area_size(ctx)) {
+		http_area(ctx)[ctx->body_len++] = c;
+	} else {
+		ctx->mx_truncated = 1;
+	}
+}
+
+/* Is word one of the space-separated words of s (case-insensitive)? */
+static int
+mx_has_word(const char *s, size_t n, const char *word)
+{
+	size_t i = 0, wl = strlen(word);
+
+	while (i < n) {
+		size_t st;
+
+		while (i < n && s[i] == ' ') {
+			i++;
+		}
+		st = i;
+		while (i < n && s[i] != ' ') {
+			i++;
+		}
+		if (i - st == wl && ascii_caseeq(s + st, wl, word)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* An SMTP reply line: code, continuation, and EHLO capabilities. */
+static void
+mx_smtp_line(acme_smime_ctx *ctx)
+{
+	const char *l = ctx->line;
+	size_t n = ctx->line_len;
+	long code = n >= 3 ? parse_digits(l, 3) : -1;
+
+	if (code < 200 || code > 599 || (n > 3 && l[3] != ' ' && l[3] != '-')) {
+		ctx->mx_code = -1;
+		ctx->mx_state = MXS_DONE;
+		return;
+	}
+	if (code == 250 && n > 4) {
+		if (ascii_caseeq(l + 4, n - 4, "STARTTLS")) {
+			ctx->smtp_caps |= CAP_STARTTLS;
+		} else if (n > 9 && ascii_caseeq(l + 4, 5, "AUTH ")) {
+			if (mx_has_word(l + 9, n - 9, "PLAIN")) {
+				ctx->smtp_caps |= CAP_AUTH_PLAIN;
+			}
+			if (mx_has_word(l + 9, n - 9, "LOGIN")) {
+				ctx->smtp_caps |= CAP_AUTH_LOGIN;
+			}
+		}
+	}
+	ctx->mx_code = (int)code;
+	if (n <= 3 || l[3] == ' ') {
+		ctx->mx_state = MXS_DONE;
+	}
+}
+
+/* Feed received bytes; returns how many were used. */
+static size_t
+mx_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && ctx->mx_state != MXS_DONE; i++) {
+		unsigned char c = data[i];
+
+		switch (ctx->mx_state) {
+		case MXS_STATUS:
+			if (c != '\n') {
+				if (ctx->line_len < ACME_SMIME_MAX_HEADER_LINE) {
+					ctx->line[ctx->line_len++] = (char)c;
+				}
+				break;
+			}
+			if (ctx->line_len > 0 && ctx->line[ctx->line_len - 1] == '\r') {
+				ctx->line_len--;
+			}
+			ctx->line[ctx->line_len] = '\0';
+			if (ctx->mx_kind == MX_SMTP) {
+				mx_smtp_line(ctx);
+			} else {
+				ctx->mx_ok = ctx->line_len >= 3 && memcmp(ctx->line, "+OK", 3) == 0;
+				ctx->mx_state = ctx->mx_kind == MX_POP3_MULTI && ctx->mx_ok ?
+				    MXS_BOL : MXS_DONE;
+			}
+			if (ctx->mx_state == MXS_STATUS) {
+				ctx->line_len = 0;
+			}
+			break;
+		case MXS_BOL:
+			if (c == '.') {
+				ctx->mx_state = MXS_DOT;
+				break;
+			}
+			mx_emit(ctx, c);
+			ctx->mx_state = c == '\n' ? MXS_BOL : MXS_MID;
+			break;
+		case MXS_MID:
+			mx_emit(ctx, c);
+			if (c == '\n') {
+				ctx->mx_state = MXS_BOL;
+			}
+			break;
+		case MXS_DOT:
+			/* ".\r\n" ends the body; any other dot was stuffed. */
+			if (c == '\r') {
+				ctx->mx_state = MXS_DOTCR;
+			} else if (c == '\n') {
+				ctx->mx_state = MXS_DONE;
+			} else {
+				mx_emit(ctx, c);
+				ctx->mx_state = MXS_MID;
+			}
+			break;
+		default: /* MXS_DOTCR */
+			if (c == '\n') {
+				ctx->mx_state = MXS_DONE;
+			} else {
+				mx_emit(ctx, '\r');
+				mx_emit(ctx, c);
+				ctx->mx_state = MXS_MID;
+			}
+			break;
+		}
+	}
+	return i;
+}
+
+/*
+ * Run the prepared command: send it, then read its response. Returns
+ * IO_READY when the response is complete, IO_BLOCK, or an error.
+ */
+static int
+mx_exchange(acme_smime_ctx *ctx)
+{
+	br_ssl_engine_context *eng = &ctx->ssl.eng;
+	const acme_smime_ports *p = ctx->ports;
+	int r;
+
+	for (;;) {
+		const unsigned char *src = ctx->mx_from == MX_FROM_AREA ?
+		    http_area(ctx) : (const unsigned char *)ctx->line;
+
+		if (ctx->conn_state == CONN_CLOSED) {
+			engine_fail(ctx, ACME_SMIME_ERR_NET, 1,
+			    "connection closed by the mail server");
+			return ACME_SMIME_ERR_NET;
+		}
+		if (ctx->mx_state == MXS_SEND && ctx->req_sent == ctx->req_len) {
+			if (ctx->mx_secret) {
+				wipe(ctx->line, sizeof ctx->line);
+			}
+			if (ctx->conn_tls) {
+				br_ssl_engine_flush(eng, 0);
+			}
+			ctx->line_len = 0;
+			ctx->mx_state = MXS_STATUS;
+		}
+		if (ctx->mx_state == MXS_DONE) {
+			if (ctx->mx_kind == MX_POP3_MULTI) {
+				http_area(ctx)[ctx->body_len] = '\0';
+			}
+			return IO_READY;
+		}
+		if (ctx->conn_tls) {
+			unsigned char *buf;
+			size_t len;
+
+			r = tls_pump(ctx, ctx->mx_state == MXS_SEND ? BR_SSL_SENDAPP :
+			    BR_SSL_RECVAPP);
+			if (r == ACME_SMIME_NET_CLOSED) {
+				continue;
+			}
+			if (r != IO_READY) {
+				return r;
+			}
+			if (ctx->mx_state == MXS_SEND) {
+				buf = br_ssl_engine_sendapp_buf(eng, &len);
+				if (len > ctx->req_len - ctx->req_sent) {
+					len = ctx->req_len - ctx->req_sent;
+				}
+				memcpy(buf, src + ctx->req_sent, len);
+				br_ssl_engine_sendapp_ack(eng, len);
+				ctx->req_sent += len;
+			} else {
+				buf = br_ssl_engine_recvapp_buf(eng, &len);
+				br_ssl_engine_recvapp_ack(eng, mx_parse(ctx, buf, len));
+			}
+			continue;
+		}
+		/* Plain text: the idle TLS buffer receives. */
+		if (ctx->mx_state == MXS_SEND) {
+			r = p->net_send(p->user, ctx->sock, src + ctx->req_sent,
+			    ctx->req_len - ctx->req_sent);
+			if (r > 0) {
+				ctx->req_sent += (size_t)r;
+				continue;
+			}
+			ctx->io_events = ACME_SMIME_IO_WRITE;
+		} else {
+			r = p->net_recv(p->user, ctx->sock, ctx->work, BR_SSL_BUFSIZE_MONO);
+			if (r > 0) {
+				mx_parse(ctx, ctx->work, (size_t)r);
+				continue;
+			}
+			ctx->io_events = ACME_SMIME_IO_READ;
+		}
+		if (r == 0) {
+			return IO_BLOCK;
+		}
+		tls_close(ctx);
+	}
+}
+
+/* Replace the command's closing CRLF by base64 (with padding) of data,
+ * then CRLF again: SMTP AUTH arguments. */
+static int
+mx_put_base64(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
+{
+	size_t enc = (n + 2) / 3 * 4, raw = B64_ENCODED_LEN(n);
+	size_t len = ctx->req_len >= 2 ? ctx->req_len - 2 : 0;
+
+	if (len + enc + 2 >= sizeof ctx->line) {
+		wipe(ctx->line, sizeof ctx->line);
+		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "SMTP AUTH argument too long");
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	b64_encode_raw(ctx->line + len, data, n, 0);
+	memset(ctx->line + len + raw, '=', enc - raw);
+	memcpy(ctx->line + len + enc, "\r\n", 2);
+	ctx->req_len = len + enc + 2;
+	return 0;
+}
+
+/* ========================================================================
+ * 11. Engine: the RFC 8555 flow as a resumable state machine
  *
  * The state table below is the map of the client. Each state that talks
  * to the server has a request builder and a response handler; the step
@@ -5193,6 +5536,24 @@ enum {
 	ST_ORDER_POLL,
 	ST_DOWNLOAD,
 	ST_RESUME,
+	ST_POP3_CONNECT,
+	ST_POP3_STLS,
+	ST_POP3_USER,
+	ST_POP3_PASS,
+	ST_POP3_UIDL,
+	ST_POP3_RETR,
+	ST_POP3_QUIT,
+	ST_SMTP_CONNECT,
+	ST_SMTP_EHLO,
+	ST_SMTP_STARTTLS,
+	ST_SMTP_AUTH,
+	ST_SMTP_AUTH_USER,
+	ST_SMTP_AUTH_PASS,
+	ST_SMTP_MAIL,
+	ST_SMTP_RCPT,
+	ST_SMTP_DATA,
+	ST_SMTP_BODY,
+	ST_SMTP_QUIT,
 	ST_DONE,
 	ST_COUNT
 };
@@ -5201,6 +5562,15 @@ enum {
 #define PH_BUILD    0   /* build the request, or run a local state */
 #define PH_EXCHANGE 1   /* request in flight */
 #define PH_WAIT     2   /* waiting until ctx->wake_ms */
+
+/* What was done for the current email-reply-00 challenge (persisted). */
+#define EMAIL_ANSWERED 1u   /* recorded before the reply is sent: never twice */
+#define EMAIL_SENT     2u   /* the SMTP server accepted the reply */
+#define EMAIL_POSTED   4u   /* the challenge was POSTed */
+
+/* Why a POP3 session runs. */
+#define POP3_SNAPSHOT 0
+#define POP3_FETCH    1
 
 static void
 engine_log(acme_smime_ctx *ctx, int level, const char *a, const char *b)
@@ -5401,6 +5771,9 @@ problem_is(const acme_smime_ctx *ctx, const char *name)
 	    strcmp(ctx->err.problem_type + sizeof prefix - 1, name) == 0;
 }
 
+static int engine_email_authz(acme_smime_ctx *ctx);
+static int engine_has_email(const acme_smime_config *cfg);
+
 /* --- persistence: the records of section 7, as the engine lays them out ---
  *
  * All integers little-endian; strings as a 16-bit length and the bytes.
@@ -5589,8 +5962,9 @@ engine_save_account(acme_smime_ctx *ctx)
 static int
 engine_save_enrollment(acme_smime_ctx *ctx, int clear)
 {
-	unsigned char buf[ACME_SMIME_MAX_URL + 128];
+	unsigned char buf[ACME_SMIME_MAX_URL + 128 + 4 * ACME_SMIME_MAX_SNAPSHOT];
 	rec_out o;
+	unsigned i;
 	int r;
 
 	if (ctx->ports->flash == NULL) {
@@ -5605,6 +5979,13 @@ engine_save_enrollment(acme_smime_ctx *ctx, int clear)
 		rec_put(&o, ctx->ident_hash, sizeof ctx->ident_hash);
 		rec_put_str(&o, ctx->url_order);
 		rec_put_key(&o, &ctx->cert_key);
+		rec_put_uint(&o, ctx->snapshot_count, 2);
+		for (i = 0; i < ctx->snapshot_count; i++) {
+			rec_put_uint(&o, ctx->snapshot[i], 4);
+		}
+		rec_put_uint(&o, ctx->flags_authz, 1);
+		rec_put_uint(&o, ctx->email_flags, 1);
+		rec_put_uint(&o, ctx->answered_uid, 4);
 	}
 	r = o.overflow ? ACME_SMIME_ERR_LIMIT :
 	    store_write(ctx->ports->flash, STORE_REC_ENROLLMENT, buf, o.len);
@@ -5797,12 +6178,28 @@ engine_load(acme_smime_ctx *ctx, int have_account_key)
 		rec_get_bytes(&in, h, sizeof h);
 		rec_get_str(&in, ctx->url_order, sizeof ctx->url_order);
 		rec_get_key(&in, &ctx->cert_key);
+		ctx->snapshot_count = (unsigned)rec_get_uint(&in, 2);
+		if (ctx->snapshot_count > ACME_SMIME_MAX_SNAPSHOT) {
+			in.bad = 1;
+		} else {
+			unsigned k;
+
+			for (k = 0; k < ctx->snapshot_count; k++) {
+				ctx->snapshot[k] = (uint32_t)rec_get_uint(&in, 4);
+			}
+		}
+		ctx->flags_authz = (unsigned)rec_get_uint(&in, 1);
+		ctx->email_flags = (unsigned)rec_get_uint(&in, 1);
+		ctx->answered_uid = (uint32_t)rec_get_uint(&in, 4);
 		if (!in.bad && memcmp(h, ctx->ident_hash, sizeof h) == 0) {
+			ctx->snapshot_taken = 1;
 			ctx->resume_order = 1;
 			engine_log(ctx, ACME_SMIME_LOG_INFO, "resuming order: ", ctx->url_order);
 		} else {
 			ctx->url_order[0] = '\0';
 			acme_smime_key_wipe(&ctx->cert_key);
+			ctx->snapshot_count = 0;
+			ctx->email_flags = 0;
 		}
 	}
 	wipe(buf, sizeof buf);
@@ -6054,6 +6451,22 @@ expect_status(acme_smime_ctx *ctx, int a, int b)
 	return 0;
 }
 
+/* What comes before a new order: resuming the stored one, or, for email
+ * identifiers, the mailbox snapshot (some CAs mail at newOrder time:
+ * only messages absent from it can be the challenge). */
+static int
+engine_before_order(acme_smime_ctx *ctx)
+{
+	if (ctx->resume_order) {
+		return ST_RESUME;
+	}
+	if (engine_has_email(ctx->cfg) && !ctx->snapshot_taken) {
+		ctx->pop3_purpose = POP3_SNAPSHOT;
+		return ST_POP3_CONNECT;
+	}
+	return ST_ORDER;
+}
+
 static int
 resp_directory(acme_smime_ctx *ctx)
 {
@@ -6083,7 +6496,7 @@ resp_directory(acme_smime_ctx *ctx)
 	if (ctx->url_account[0] == '\0') {
 		return ST_ACCOUNT;
 	}
-	return ctx->resume_order ? ST_RESUME : ST_ORDER;
+	return engine_before_order(ctx);
 }
 
 static int
@@ -6116,7 +6529,7 @@ resp_account(acme_smime_ctx *ctx)
 	if (engine_save_account(ctx) < 0) {
 		return ctx->err.code;
 	}
-	return ctx->resume_order ? ST_RESUME : ST_ORDER;
+	return engine_before_order(ctx);
 }
 
 /* Read an order object: status, authorizations, finalize, certificate.
@@ -6251,9 +6664,12 @@ resp_authz(acme_smime_ctx *ctx)
 	    sizeof ctx->authz_identifier) < 0) {
 		return ctx->err.code;
 	}
+	if (strcmp(type, "email") == 0) {
+		return engine_email_authz(ctx);
+	}
 	if (strcmp(type, "dns") != 0) {
 		engine_fail(ctx, ACME_SMIME_ERR_UNSUPPORTED, 0,
-		    "email identifiers (email-reply-00) are not built into this release");
+		    "the authorization is for an identifier type this client does not know");
 		return ctx->err.code;
 	}
 	r = acme_smime_parse_authorization((const char *)http_area(ctx), ctx->body_len,
@@ -6316,6 +6732,13 @@ resp_challenge_respond(acme_smime_ctx *ctx)
 	if (expect_status(ctx, 200, 200) < 0) {
 		return ctx->err.code;
 	}
+	if (ctx->email_flags & EMAIL_SENT) {
+		/* Never POST twice what was POSTed once. */
+		ctx->email_flags |= EMAIL_POSTED;
+		if (engine_save_enrollment(ctx, 0) < 0) {
+			return ctx->err.code;
+		}
+	}
 	ctx->poll_delay_s = 0;
 	return engine_poll(ctx, ST_AUTHZ_POLL);
 }
@@ -6333,7 +6756,14 @@ resp_authz_poll(acme_smime_ctx *ctx)
 	if (strcmp(status, "valid") == 0) {
 		engine_log(ctx, ACME_SMIME_LOG_INFO, "authorization valid: ",
 		    ctx->authz_identifier);
-		engine_challenge_withdraw(ctx);
+		if (ctx->email_flags != 0) {
+			ctx->email_flags = 0;
+			if (engine_save_enrollment(ctx, 0) < 0) {
+				return ctx->err.code;
+			}
+		} else {
+			engine_challenge_withdraw(ctx);
+		}
 		return engine_next_authz(ctx);
 	}
 	if (strcmp(status, "pending") == 0) {
@@ -6542,27 +6972,736 @@ resp_resume(acme_smime_ctx *ctx)
 	return engine_order_object(ctx);
 }
 
+/* --- RFC 8823: the mailbox and the reply --- */
+
+static int
+engine_has_email(const acme_smime_config *cfg)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->identifier_count; i++) {
+		if (cfg->identifiers[i].type == ACME_SMIME_ID_EMAIL) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int
+mail_fail(acme_smime_ctx *ctx, int retryable, const char *text)
+{
+	tls_close(ctx);
+	engine_fail(ctx, ACME_SMIME_ERR_MAIL, retryable, text);
+	if (ctx->line[0] != '\0') {
+		engine_log(ctx, ACME_SMIME_LOG_ERROR, "server said: ", ctx->line);
+	}
+	return ctx->err.code;
+}
+
+static uint32_t
+uid_hash(const char *uid, size_t n)
+{
+	return store_crc32(0, (const unsigned char *)uid, n);
+}
+
+static int
+uid_in(const uint32_t *list, unsigned n, uint32_t h)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		if (list[i] == h) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int
+req_pop3_connect(acme_smime_ctx *ctx)
+{
+	const acme_smime_mail_server *m = &ctx->cfg->pop3;
+	int r;
+
+	if (m->host == NULL || m->user == NULL || m->password == NULL) {
+		engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0,
+		    "email identifiers need a POP3 server, user and password");
+		return ctx->err.code;
+	}
+	engine_log(ctx, ACME_SMIME_LOG_INFO, ctx->pop3_purpose == POP3_SNAPSHOT ?
+	    "POP3: mailbox snapshot at " : "POP3: looking for the challenge at ", m->host);
+	r = conn_open(ctx, m->host, m->port, m->tls == ACME_SMIME_TLS_IMPLICIT,
+	    ctx->cfg->mail_trust_anchors, ctx->cfg->mail_trust_anchor_count, 1);
+	return r < 0 ? r : mx_command(ctx, MX_POP3_LINE, NULL, NULL, 0);
+}
+
+static int
+resp_pop3_greeting(acme_smime_ctx *ctx)
+{
+	if (!ctx->mx_ok) {
+		return mail_fail(ctx, 1, "POP3 server greeting is not +OK");
+	}
+	return ctx->cfg->pop3.tls == ACME_SMIME_TLS_STARTTLS ? ST_POP3_STLS : ST_POP3_USER;
+}
+
+static int
+req_pop3_stls(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_POP3_LINE, "STLS", NULL, 0);
+}
+
+static int
+resp_pop3_stls(acme_smime_ctx *ctx)
+{
+	if (!ctx->mx_ok) {
+		return mail_fail(ctx, 0, "POP3 server refused STLS");
+	}
+	if (tls_start(ctx, ctx->cfg->mail_trust_anchors, ctx->cfg->mail_trust_anchor_count,
+	    0) < 0) {
+		return ctx->err.code;
+	}
+	return ST_POP3_USER;
+}
+
+static int
+req_pop3_user(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_POP3_LINE, "USER", ctx->cfg->pop3.user, 0);
+}
+
+static int
+resp_pop3_user(acme_smime_ctx *ctx)
+{
+	return ctx->mx_ok ? ST_POP3_PASS : mail_fail(ctx, 0, "POP3 server refused USER");
+}
+
+static int
+req_pop3_pass(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_POP3_LINE, "PASS", ctx->cfg->pop3.password, 1);
+}
+
+static int
+resp_pop3_pass(acme_smime_ctx *ctx)
+{
+	return ctx->mx_ok ? ST_POP3_UIDL : mail_fail(ctx, 0, "POP3 login refused");
+}
+
+static int
+req_pop3_uidl(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_POP3_MULTI, "UIDL", NULL, 0);
+}
+
+/* Each UIDL line is "number uid". A snapshot keeps every uid; a fetch
+ * keeps the new ones not yet examined, as candidates. */
+static int
+resp_pop3_uidl(acme_smime_ctx *ctx)
+{
+	const char *p = (const char *)http_area(ctx);
+	const char *end = p + ctx->body_len;
+
+	if (!ctx->mx_ok || ctx->mx_truncated) {
+		return mail_fail(ctx, 1, ctx->mx_ok ? "POP3 UIDL listing too large" :
+		    "POP3 server refused UIDL");
+	}
+	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
+		ctx->snapshot_count = 0;
+	}
+	ctx->candidate_count = 0;
+	ctx->candidate_index = 0;
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *sp, *uid;
+		size_t n;
+		long num;
+		uint32_t h;
+
+		if (eol == NULL) {
+			eol = end;
+		}
+		n = (size_t)(eol - p);
+		if (n > 0 && p[n - 1] == '\r') {
+			n--;
+		}
+		sp = memchr(p, ' ', n);
+		num = sp != NULL && sp > p && sp - p <= 9 ? parse_digits(p, (size_t)(sp - p)) : -1;
+		if (num <= 0 || sp + 1 >= p + n) {
+			return mail_fail(ctx, 1, "malformed POP3 UIDL line");
+		}
+		uid = sp + 1;
+		h = uid_hash(uid, (size_t)(p + n - uid));
+		if (ctx->pop3_purpose == POP3_SNAPSHOT) {
+			if (ctx->snapshot_count == ACME_SMIME_MAX_SNAPSHOT) {
+				return mail_fail(ctx, 0, "more messages in the mailbox than "
+				    "ACME_SMIME_MAX_SNAPSHOT: empty it");
+			}
+			ctx->snapshot[ctx->snapshot_count++] = h;
+		} else if (!uid_in(ctx->snapshot, ctx->snapshot_count, h) &&
+		    !uid_in(ctx->examined, ctx->examined_count, h) &&
+		    h != ctx->answered_uid &&
+		    ctx->candidate_count < ACME_SMIME_MAX_EXAMINED) {
+			ctx->candidate[ctx->candidate_count] = (unsigned)num;
+			ctx->candidate_uid[ctx->candidate_count++] = h;
+		}
+		p = eol + 1;
+	}
+	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
+		ctx->snapshot_taken = 1;
+	}
+	return ctx->candidate_count > 0 ? ST_POP3_RETR : ST_POP3_QUIT;
+}
+
+static int
+req_pop3_retr(acme_smime_ctx *ctx)
+{
+	char num[12];
+	textbuf tb;
+
+	tb_init(&tb, num, sizeof num);
+	tb_putu(&tb, ctx->candidate[ctx->candidate_index], 1);
+	tb_finish(&tb);
+	return mx_command(ctx, MX_POP3_MULTI, "RETR", num, 0);
+}
+
+/* In-place SMTP dot-stuffing of the n bytes at the start of the area,
+ * then the ".\r\n" terminator. Returns the new length or an error. */
+static long
+engine_dot_stuff(acme_smime_ctx *ctx, size_t n)
+{
+	unsigned char *a = http_area(ctx);
+	size_t dots = 0, i, j;
+
+	for (i = 0; i < n; i++) {
+		dots += a[i] == '.' && (i == 0 || a[i - 1] == '\n');
+	}
+	if (n + dots + 3 > http_area_size(ctx)) {
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	for (i = n, j = n + dots; i > 0; i--) {
+		a[--j] = a[i - 1];
+		if (a[i - 1] == '.' && (i == 1 || a[i - 2] == '\n')) {
+			a[--j] = '.';
+		}
+	}
+	memcpy(a + n + dots, ".\r\n", 3);
+	return (long)(n + dots + 3);
+}
+
+/*
+ * The challenge mail is ours: compute the digest, write the reply into
+ * the area and record "answered" in flash before anything is sent (RFC
+ * 8823 section 3: a challenge mail is answered once, even across a
+ * reboot).
+ */
+static int
+engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
+{
+	char tp[ACME_SMIME_THUMBPRINT_SIZE], digest[ACME_SMIME_DIGEST_SIZE];
+	char other[ACME_SMIME_DIGEST_SIZE], msgid[ACME_SMIME_MAX_ADDR + 32];
+	unsigned char rnd[16];
+	acme_smime_response resp;
+	const char *at = strrchr(ctx->authz_identifier, '@');
+	int mode = ctx->cfg->token_concat, r;
+	textbuf tb;
+	long n;
+
+	acme_smime_jwk_thumbprint(&ctx->account_key, tp);
+	r = acme_smime_rfc8823_digest(v->token_part1, ctx->challenge.token, tp, mode, digest);
+	if (r < 0) {
+		engine_fail(ctx, r, 0, "cannot compute the RFC 8823 digest");
+		return r;
+	}
+	if (acme_smime_rfc8823_digest(v->token_part1, ctx->challenge.token, tp, !mode,
+	    other) == ACME_SMIME_OK && strcmp(other, digest) != 0) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, mode == ACME_SMIME_CONCAT_BYTES ?
+		    "token joined as BYTES (STRING would differ)" :
+		    "token joined as STRING (BYTES would differ)", NULL);
+	}
+	if (ctx->ports->entropy(ctx->ports->user, rnd, sizeof rnd) != 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_ENTROPY, 1, "entropy source failed");
+		return ctx->err.code;
+	}
+	tb_init(&tb, msgid, sizeof msgid);
+	tb_putc(&tb, '<');
+	tb_put_b64url(&tb, rnd, sizeof rnd);
+	tb_puts(&tb, at != NULL ? at : "@acme-smime.invalid");
+	tb_putc(&tb, '>');
+	tb_finish(&tb);
+	memset(&resp, 0, sizeof resp);
+	resp.from = ctx->authz_identifier;
+	resp.challenge = v;
+	resp.digest = digest;
+	resp.message_id = msgid;
+	resp.date = ctx->ports->unix_time(ctx->ports->user);
+	r = acme_smime_write_response_mail((char *)http_area(ctx), http_area_size(ctx), &resp);
+	n = r < 0 ? r : engine_dot_stuff(ctx, (size_t)r);
+	if (n < 0) {
+		engine_fail(ctx, (int)n, 0, "cannot write the response mail");
+		return (int)n;
+	}
+	ctx->reply_len = (size_t)n;
+	ctx->email_flags = EMAIL_ANSWERED;
+	ctx->answered_uid = ctx->candidate_uid[ctx->candidate_index];
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "challenge mail accepted: answering ", v->message_id);
+	return engine_save_enrollment(ctx, 0);
+}
+
+static int
+resp_pop3_retr(acme_smime_ctx *ctx)
+{
+	acme_smime_pending pending;
+	acme_smime_mail_verdict v;
+	uint32_t h = ctx->candidate_uid[ctx->candidate_index];
+	int r;
+
+	if (ctx->examined_count < ACME_SMIME_MAX_EXAMINED) {
+		ctx->examined[ctx->examined_count++] = h;
+	}
+	if (!ctx->mx_ok || ctx->mx_truncated) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN, ctx->mx_ok ?
+		    "skipping a message larger than the work buffer" :
+		    "skipping a message the server would not give", NULL);
+	} else {
+		pending.identifier = ctx->authz_identifier;
+		pending.from = ctx->challenge.from;
+		pending.policy = ctx->cfg->mail_policy;
+		r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
+		    &pending, &v);
+		if (r == ACME_SMIME_OK) {
+			if (ctx->cfg->mail_policy != 0) {
+				engine_log(ctx, ACME_SMIME_LOG_WARN,
+				    "relaxed challenge-mail policy let this mail through", NULL);
+			}
+			r = engine_answer(ctx, &v);
+			wipe(&v, sizeof v);
+			if (r < 0) {
+				return r;
+			}
+			ctx->mail_found = 1;
+			return ST_POP3_QUIT;
+		}
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
+		    acme_smime_mail_reason_text(v.reason));
+	}
+	return ++ctx->candidate_index < ctx->candidate_count ? ST_POP3_RETR : ST_POP3_QUIT;
+}
+
+static int
+req_pop3_quit(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_POP3_LINE, "QUIT", NULL, 0);
+}
+
+static int
+resp_pop3_quit(acme_smime_ctx *ctx)
+{
+	tls_close(ctx);
+	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
+		return ST_ORDER;
+	}
+	if (ctx->mail_found) {
+		return ST_SMTP_CONNECT;
+	}
+	if (engine_now_ms(ctx) > ctx->mail_deadline_ms) {
+		engine_fail(ctx, ACME_SMIME_ERR_TIMEOUT, 1,
+		    "no valid challenge mail arrived in time (mail_wait_s)");
+		return ctx->err.code;
+	}
+	return engine_wait(ctx, cfg_or(ctx->cfg->mail_poll_s, 10), ST_POP3_CONNECT,
+	    "mail-poll");
+}
+
+/* SMTP submission of the reply. */
+
+static int
+smtp_fail(acme_smime_ctx *ctx, const char *what)
+{
+	/* 4xx: the server asks to try later; 5xx: it refuses. */
+	return mail_fail(ctx, ctx->mx_code >= 400 && ctx->mx_code < 500, what);
+}
+
+static int
+req_smtp_connect(acme_smime_ctx *ctx)
+{
+	const acme_smime_mail_server *m = &ctx->cfg->smtp;
+	int r;
+
+	if (m->host == NULL) {
+		engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0,
+		    "email identifiers need an SMTP submission server");
+		return ctx->err.code;
+	}
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "SMTP: sending the reply through ", m->host);
+	ctx->smtp_caps = 0;
+	r = conn_open(ctx, m->host, m->port, m->tls == ACME_SMIME_TLS_IMPLICIT,
+	    ctx->cfg->mail_trust_anchors, ctx->cfg->mail_trust_anchor_count, 1);
+	return r < 0 ? r : mx_command(ctx, MX_SMTP, NULL, NULL, 0);
+}
+
+static int
+resp_smtp_greeting(acme_smime_ctx *ctx)
+{
+	return ctx->mx_code == 220 ? ST_SMTP_EHLO : smtp_fail(ctx, "SMTP greeting is not 220");
+}
+
+static int
+req_smtp_ehlo(acme_smime_ctx *ctx)
+{
+	const char *at = strrchr(ctx->authz_identifier, '@');
+
+	ctx->smtp_caps = 0;
+	return mx_command(ctx, MX_SMTP, "EHLO", at != NULL ? at + 1 : "localhost", 0);
+}
+
+static int
+resp_smtp_ehlo(acme_smime_ctx *ctx)
+{
+	if (ctx->mx_code != 250) {
+		return smtp_fail(ctx, "SMTP server refused EHLO");
+	}
+	if (ctx->cfg->smtp.tls == ACME_SMIME_TLS_STARTTLS && !ctx->conn_tls) {
+		if (!(ctx->smtp_caps & CAP_STARTTLS)) {
+			return mail_fail(ctx, 0, "SMTP server does not offer STARTTLS");
+		}
+		return ST_SMTP_STARTTLS;
+	}
+	return ctx->cfg->smtp.user != NULL ? ST_SMTP_AUTH : ST_SMTP_MAIL;
+}
+
+static int
+req_smtp_starttls(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_SMTP, "STARTTLS", NULL, 0);
+}
+
+static int
+resp_smtp_starttls(acme_smime_ctx *ctx)
+{
+	if (ctx->mx_code != 220) {
+		return smtp_fail(ctx, "SMTP server refused STARTTLS");
+	}
+	if (tls_start(ctx, ctx->cfg->mail_trust_anchors, ctx->cfg->mail_trust_anchor_count,
+	    0) < 0) {
+		return ctx->err.code;
+	}
+	return ST_SMTP_EHLO;   /* RFC 3207: EHLO again over TLS */
+}
+
+/* "AUTH PLAIN <base64(\0user\0password)>" or the first step of LOGIN. */
+static int
+req_smtp_auth(acme_smime_ctx *ctx)
+{
+	const acme_smime_mail_server *m = &ctx->cfg->smtp;
+	unsigned char raw[2 * ACME_SMIME_MAX_ADDR + 4];
+	size_t ul, pl;
+	int r;
+
+	if (!(ctx->smtp_caps & CAP_AUTH_PLAIN)) {
+		if (ctx->smtp_caps & CAP_AUTH_LOGIN) {
+			return mx_command(ctx, MX_SMTP, "AUTH", "LOGIN", 0);
+		}
+		return mail_fail(ctx, 0, "SMTP server offers neither AUTH PLAIN nor LOGIN");
+	}
+	ul = strlen(m->user);
+	pl = m->password != NULL ? strlen(m->password) : 0;
+	if (ul + pl + 2 > sizeof raw) {
+		return mail_fail(ctx, 0, "SMTP user name or password too long");
+	}
+	raw[0] = 0;
+	memcpy(raw + 1, m->user, ul);
+	raw[1 + ul] = 0;
+	memcpy(raw + 2 + ul, m->password, pl);
+	r = mx_command(ctx, MX_SMTP, "AUTH PLAIN", "", 1);
+	if (r == 0) {
+		r = mx_put_base64(ctx, raw, ul + pl + 2);
+	}
+	wipe(raw, sizeof raw);
+	return r;
+}
+
+static int
+resp_smtp_auth(acme_smime_ctx *ctx)
+{
+	if (ctx->mx_code == 235) {
+		return ST_SMTP_MAIL;
+	}
+	if (ctx->mx_code == 334) {
+		return ST_SMTP_AUTH_USER;
+	}
+	return smtp_fail(ctx, "SMTP authentication refused");
+}
+
+/* One AUTH LOGIN answer: base64 of the user name or the password. */
+static int
+smtp_login_step(acme_smime_ctx *ctx, const char *secret)
+{
+	int r = mx_command(ctx, MX_SMTP, "", NULL, 1);
+
+	/* mx_command wrote an empty line: the value goes before its CRLF. */
+	if (r == 0) {
+		r = mx_put_base64(ctx, (const unsigned char *)secret,
+		    secret != NULL ? strlen(secret) : 0);
+	}
+	return r;
+}
+
+static int
+req_smtp_auth_user(acme_smime_ctx *ctx)
+{
+	return smtp_login_step(ctx, ctx->cfg->smtp.user);
+}
+
+static int
+resp_smtp_auth_user(acme_smime_ctx *ctx)
+{
+	return ctx->mx_code == 334 ? ST_SMTP_AUTH_PASS :
+	    smtp_fail(ctx, "SMTP AUTH LOGIN refused the user name");
+}
+
+static int
+req_smtp_auth_pass(acme_smime_ctx *ctx)
+{
+	return smtp_login_step(ctx, ctx->cfg->smtp.password);
+}
+
+static int
+resp_smtp_auth_pass(acme_smime_ctx *ctx)
+{
+	return ctx->mx_code == 235 ? ST_SMTP_MAIL :
+	    smtp_fail(ctx, "SMTP authentication refused");
+}
+
+static int
+req_smtp_mail(acme_smime_ctx *ctx)
+{
+	char arg[ACME_SMIME_MAX_ADDR + 8];
+	textbuf tb;
+
+	tb_init(&tb, arg, sizeof arg);
+	tb_puts(&tb, "FROM:<");
+	tb_puts(&tb, ctx->authz_identifier);
+	tb_putc(&tb, '>');
+	tb_finish(&tb);
+	return mx_command(ctx, MX_SMTP, "MAIL", arg, 0);
+}
+
+static int
+resp_smtp_mail(acme_smime_ctx *ctx)
+{
+	if (ctx->mx_code != 250) {
+		return smtp_fail(ctx, "SMTP server refused MAIL FROM");
+	}
+	ctx->rcpt_index = 0;
+	return ST_SMTP_RCPT;
+}
+
+/* The k-th address of the reply's To field (written as <addr>, see the
+ * response writer), or 0 when there is none. */
+static int
+reply_recipient(acme_smime_ctx *ctx, unsigned k, char *out, size_t size)
+{
+	const char *a = (const char *)http_area(ctx);
+	const char *end = a + ctx->reply_len, *p;
+
+	p = a;
+	while (p + 4 < end && memcmp(p, "To: ", 4) != 0) {
+		p = memchr(p, '\n', (size_t)(end - p));
+		if (p == NULL) {
+			return 0;
+		}
+		p++;
+	}
+	/* The field runs until a line that does not start with a space. */
+	for (; p < end; p++) {
+		if (*p == '\n' && (p + 1 >= end || p[1] != ' ')) {
+			return 0;
+		}
+		if (*p == '<') {
+			const char *q = memchr(p, '>', (size_t)(end - p));
+
+			if (q == NULL) {
+				return 0;
+			}
+			if (k-- == 0) {
+				return copy_field(out, size, p + 1, (size_t)(q - p - 1)) == 0;
+			}
+			p = q;
+		}
+	}
+	return 0;
+}
+
+static int
+req_smtp_rcpt(acme_smime_ctx *ctx)
+{
+	char addr[ACME_SMIME_MAX_ADDR + 1], arg[ACME_SMIME_MAX_ADDR + 8];
+	textbuf tb;
+
+	if (!reply_recipient(ctx, ctx->rcpt_index, addr, sizeof addr)) {
+		return mail_fail(ctx, 0, "the reply has no recipient");
+	}
+	tb_init(&tb, arg, sizeof arg);
+	tb_puts(&tb, "TO:<");
+	tb_puts(&tb, addr);
+	tb_putc(&tb, '>');
+	tb_finish(&tb);
+	return mx_command(ctx, MX_SMTP, "RCPT", arg, 0);
+}
+
+static int
+resp_smtp_rcpt(acme_smime_ctx *ctx)
+{
+	char addr[ACME_SMIME_MAX_ADDR + 1];
+
+	if (ctx->mx_code != 250 && ctx->mx_code != 251) {
+		return smtp_fail(ctx, "SMTP server refused a recipient");
+	}
+	ctx->rcpt_index++;
+	return reply_recipient(ctx, ctx->rcpt_index, addr, sizeof addr) ?
+	    ST_SMTP_RCPT : ST_SMTP_DATA;
+}
+
+static int
+req_smtp_data(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_SMTP, "DATA", NULL, 0);
+}
+
+static int
+resp_smtp_data(acme_smime_ctx *ctx)
+{
+	return ctx->mx_code == 354 ? ST_SMTP_BODY : smtp_fail(ctx, "SMTP server refused DATA");
+}
+
+/* The reply, already dot-stuffed and terminated, straight from the area. */
+static int
+req_smtp_body(acme_smime_ctx *ctx)
+{
+	int r = mx_command(ctx, MX_SMTP, "", NULL, 0);
+
+	ctx->mx_from = MX_FROM_AREA;
+	ctx->req_len = ctx->reply_len;
+	return r;
+}
+
+static int
+resp_smtp_body(acme_smime_ctx *ctx)
+{
+	if (ctx->mx_code != 250) {
+		return smtp_fail(ctx, "SMTP server refused the reply");
+	}
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "reply accepted by the SMTP server", NULL);
+	ctx->email_flags |= EMAIL_SENT;
+	return engine_save_enrollment(ctx, 0) < 0 ? ctx->err.code : ST_SMTP_QUIT;
+}
+
+static int
+req_smtp_quit(acme_smime_ctx *ctx)
+{
+	return mx_command(ctx, MX_SMTP, "QUIT", NULL, 0);
+}
+
+/* Whatever QUIT gets, the reply is out: give it time to reach the CA's
+ * mailbox before the challenge POST makes the CA look (protocol.md 6). */
+static int
+resp_smtp_quit(acme_smime_ctx *ctx)
+{
+	tls_close(ctx);
+	return engine_wait(ctx, cfg_or(ctx->cfg->reply_grace_s, 30), ST_CHALLENGE_RESPOND,
+	    "reply-grace");
+}
+
+/* An email authorization: continue from what is recorded for it, or
+ * look for its challenge mail. */
+static int
+engine_email_authz(acme_smime_ctx *ctx)
+{
+	int r = acme_smime_parse_authorization((const char *)http_area(ctx), ctx->body_len,
+	    "email-reply-00", &ctx->challenge);
+
+	if (r < 0) {
+		engine_fail(ctx, r, 0,
+		    "the authorization offers no usable email-reply-00 challenge");
+		return r;
+	}
+	if (ctx->flags_authz == ctx->authz_index && ctx->email_flags != 0) {
+		if (ctx->email_flags & EMAIL_POSTED) {
+			return engine_poll(ctx, ST_AUTHZ_POLL);
+		}
+		if (ctx->email_flags & EMAIL_SENT) {
+			return ST_CHALLENGE_RESPOND;
+		}
+		/* Answered but maybe never sent, and a challenge mail is
+		 * answered once: this order cannot succeed. Start over with a
+		 * new snapshot (it then holds the old mail) and a new order. */
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "the reply may not have left before a restart: new order", NULL);
+		ctx->email_flags = 0;
+		ctx->snapshot_taken = 0;
+		ctx->pop3_purpose = POP3_SNAPSHOT;
+		acme_smime_key_wipe(&ctx->cert_key);
+		if (engine_save_enrollment(ctx, 1) < 0) {
+			return ctx->err.code;
+		}
+		return ST_POP3_CONNECT;
+	}
+	ctx->flags_authz = ctx->authz_index;
+	ctx->email_flags = 0;
+	ctx->mail_found = 0;
+	ctx->examined_count = 0;
+	ctx->pop3_purpose = POP3_FETCH;
+	ctx->mail_deadline_ms = engine_now_ms(ctx) +
+	    (uint64_t)cfg_or(ctx->cfg->mail_wait_s, 600) * 1000u;
+	return ST_POP3_CONNECT;
+}
+
+/* How a state talks: not at all, over HTTP to the ACME server, or with a
+ * mail server. */
+#define TALK_LOCAL 0
+#define TALK_HTTP  1
+#define TALK_MAIL  2
+
 typedef struct {
 	const char *name;
 	int (*request)(acme_smime_ctx *ctx);   /* NULL: a local state */
 	int (*response)(acme_smime_ctx *ctx);  /* or the local action */
-	int signed_request;                    /* needs a nonce */
+	unsigned char talk;                    /* TALK_* */
+	unsigned char signed_request;          /* needs a nonce */
 } engine_state;
 
 static const engine_state engine_states[ST_COUNT] = {
-	{ "directory",           req_directory,         resp_directory,         0 },
-	{ "new-nonce",           req_nonce,             resp_nonce,             0 },
-	{ "new-account",         req_account,           resp_account,           1 },
-	{ "new-order",           req_order,             resp_order,             1 },
-	{ "authorization",       req_authz,             resp_authz,             1 },
-	{ "challenge-provision", NULL,                  local_challenge_provision, 0 },
-	{ "challenge-respond",   req_challenge_respond, resp_challenge_respond, 1 },
-	{ "authorization-poll",  req_authz,             resp_authz_poll,        1 },
-	{ "finalize",            req_finalize,          resp_finalize,          1 },
-	{ "order-poll",          req_order_poll,        resp_order_poll,        1 },
-	{ "download",            req_download,          resp_download,          1 },
-	{ "resume-order",        req_order_poll,        resp_resume,            1 },
-	{ "done",                NULL,                  NULL,                   0 },
+	{ "directory",           req_directory,         resp_directory,         TALK_HTTP, 0 },
+	{ "new-nonce",           req_nonce,             resp_nonce,             TALK_HTTP, 0 },
+	{ "new-account",         req_account,           resp_account,           TALK_HTTP, 1 },
+	{ "new-order",           req_order,             resp_order,             TALK_HTTP, 1 },
+	{ "authorization",       req_authz,             resp_authz,             TALK_HTTP, 1 },
+	{ "challenge-provision", NULL,                  local_challenge_provision, TALK_LOCAL, 0 },
+	{ "challenge-respond",   req_challenge_respond, resp_challenge_respond, TALK_HTTP, 1 },
+	{ "authorization-poll",  req_authz,             resp_authz_poll,        TALK_HTTP, 1 },
+	{ "finalize",            req_finalize,          resp_finalize,          TALK_HTTP, 1 },
+	{ "order-poll",          req_order_poll,        resp_order_poll,        TALK_HTTP, 1 },
+	{ "download",            req_download,          resp_download,          TALK_HTTP, 1 },
+	{ "resume-order",        req_order_poll,        resp_resume,            TALK_HTTP, 1 },
+	{ "pop3-connect",        req_pop3_connect,      resp_pop3_greeting,     TALK_MAIL, 0 },
+	{ "pop3-stls",           req_pop3_stls,         resp_pop3_stls,         TALK_MAIL, 0 },
+	{ "pop3-user",           req_pop3_user,         resp_pop3_user,         TALK_MAIL, 0 },
+	{ "pop3-pass",           req_pop3_pass,         resp_pop3_pass,         TALK_MAIL, 0 },
+	{ "pop3-uidl",           req_pop3_uidl,         resp_pop3_uidl,         TALK_MAIL, 0 },
+	{ "pop3-retr",           req_pop3_retr,         resp_pop3_retr,         TALK_MAIL, 0 },
+	{ "pop3-quit",           req_pop3_quit,         resp_pop3_quit,         TALK_MAIL, 0 },
+	{ "smtp-connect",        req_smtp_connect,      resp_smtp_greeting,     TALK_MAIL, 0 },
+	{ "smtp-ehlo",           req_smtp_ehlo,         resp_smtp_ehlo,         TALK_MAIL, 0 },
+	{ "smtp-starttls",       req_smtp_starttls,     resp_smtp_starttls,     TALK_MAIL, 0 },
+	{ "smtp-auth",           req_smtp_auth,         resp_smtp_auth,         TALK_MAIL, 0 },
+	{ "smtp-auth-user",      req_smtp_auth_user,    resp_smtp_auth_user,    TALK_MAIL, 0 },
+	{ "smtp-auth-pass",      req_smtp_auth_pass,    resp_smtp_auth_pass,    TALK_MAIL, 0 },
+	{ "smtp-mail-from",      req_smtp_mail,         resp_smtp_mail,         TALK_MAIL, 0 },
+	{ "smtp-rcpt-to",        req_smtp_rcpt,         resp_smtp_rcpt,         TALK_MAIL, 0 },
+	{ "smtp-data",           req_smtp_data,         resp_smtp_data,         TALK_MAIL, 0 },
+	{ "smtp-reply",          req_smtp_body,         resp_smtp_body,         TALK_MAIL, 0 },
+	{ "smtp-quit",           req_smtp_quit,         resp_smtp_quit,         TALK_MAIL, 0 },
+	{ "done",                NULL,                  NULL,                   TALK_LOCAL, 0 },
 };
 
 /*
@@ -6738,7 +7877,7 @@ acme_smime_step(acme_smime_ctx *ctx)
 		ctx->phase = PH_BUILD;
 		return ACME_SMIME_AGAIN;
 	case PH_BUILD:
-		if (st->request == NULL) {
+		if (st->talk == TALK_LOCAL) {
 			return engine_enter(ctx, st->response(ctx));
 		}
 		if (st->signed_request && ctx->nonce[0] == '\0') {
@@ -6752,7 +7891,7 @@ acme_smime_step(acme_smime_ctx *ctx)
 		ctx->phase = PH_EXCHANGE;
 		/* fall through */
 	default:
-		r = http_exchange(ctx);
+		r = st->talk == TALK_MAIL ? mx_exchange(ctx) : http_exchange(ctx);
 		if (r == IO_BLOCK) {
 			return ACME_SMIME_WANT_IO;
 		}
@@ -6760,6 +7899,9 @@ acme_smime_step(acme_smime_ctx *ctx)
 			return r;
 		}
 		ctx->phase = PH_BUILD;
+		if (st->talk == TALK_MAIL) {
+			return engine_enter(ctx, st->response(ctx));
+		}
 		r = engine_check_response(ctx);
 		if (r <= 0) {
 			return r < 0 ? r : ctx->phase == PH_WAIT ? ACME_SMIME_WANT_TIME :

@@ -392,6 +392,16 @@ int acme_smime_parse_authorization(const char *json, size_t json_len,
 #define ACME_SMIME_MAX_BAD_NONCE 16
 #endif
 
+/* Messages in the mailbox remembered as "present before the order"
+ * (4 bytes each; more is refused: empty the mailbox), and new messages
+ * examined per poll. */
+#ifndef ACME_SMIME_MAX_SNAPSHOT
+#define ACME_SMIME_MAX_SNAPSHOT 64
+#endif
+#ifndef ACME_SMIME_MAX_EXAMINED
+#define ACME_SMIME_MAX_EXAMINED 8
+#endif
+
 /* Authorizations tracked per order (one per identifier). */
 #ifndef ACME_SMIME_MAX_AUTHZ
 #define ACME_SMIME_MAX_AUTHZ 4
@@ -497,6 +507,21 @@ typedef struct acme_smime_ports {
 		const char *token, const char *key_authorization);
 } acme_smime_ports;
 
+/* How a mail server connection is protected. */
+#define ACME_SMIME_TLS_NONE     0   /* plain text (test set-ups only) */
+#define ACME_SMIME_TLS_STARTTLS 1   /* POP3 STLS / SMTP STARTTLS */
+#define ACME_SMIME_TLS_IMPLICIT 2   /* POP3S (995) / SMTPS (465) */
+
+/* A mail server of the built-in POP3 and SMTP clients. The password is
+ * never logged and leaves the library only towards this server. */
+typedef struct acme_smime_mail_server {
+	const char *host;
+	unsigned port;
+	int tls;                          /* ACME_SMIME_TLS_* */
+	const char *user;                 /* NULL: no login (SMTP only) */
+	const char *password;
+} acme_smime_mail_server;
+
 typedef struct acme_smime_config {
 	const char *directory_url;        /* https://host[:port]/path */
 	const acme_smime_identifier *identifiers;
@@ -527,6 +552,21 @@ typedef struct acme_smime_config {
 	 * without any network traffic. force_renew enrolls regardless. */
 	unsigned renew_percent;
 	int force_renew;
+
+	/* RFC 8823 (email identifiers): the device's mailbox (POP3), the
+	 * submission server (SMTP), their trust anchors, the challenge-mail
+	 * policy (ACME_SMIME_MAIL_* flags; 0 = strict), the token joining
+	 * (ACME_SMIME_CONCAT_*), the wait between the response's SMTP
+	 * acceptance and the challenge POST (reply_grace_s, default 30: the
+	 * CA must have the reply before it looks), how often the mailbox is
+	 * polled (mail_poll_s, default 10) and for how long before giving up
+	 * (mail_wait_s, default 600). */
+	acme_smime_mail_server pop3, smtp;
+	const br_x509_trust_anchor *mail_trust_anchors;
+	size_t mail_trust_anchor_count;
+	unsigned mail_policy;
+	int token_concat;
+	uint32_t reply_grace_s, mail_poll_s, mail_wait_s;
 } acme_smime_config;
 
 /* Counters, for tests and measurements. */
@@ -657,6 +697,8 @@ typedef struct acme_smime_ctx {
 	char conn_host[ACME_SMIME_MAX_HOST + 1];
 	unsigned conn_port;
 	int handshake_counted;
+	int conn_tls;                     /* TLS runs on the socket */
+	int conn_mail;                    /* connected to a mail server */
 	unsigned conn_requests;           /* answered on this connection */
 	char req_host[ACME_SMIME_MAX_HOST + 1];
 	unsigned req_port;
@@ -680,6 +722,29 @@ typedef struct acme_smime_ctx {
 	uint32_t retry_after_s;
 	int has_retry_after;
 	int problem_json;
+
+	/* RFC 8823: the mailbox snapshot (hashes of the UIDs present before
+	 * newOrder), messages examined and refused in this run, the mail
+	 * exchange in progress and what was done for the current challenge */
+	unsigned snapshot_count;
+	uint32_t snapshot[ACME_SMIME_MAX_SNAPSHOT];
+	unsigned examined_count;
+	uint32_t examined[ACME_SMIME_MAX_EXAMINED];
+	unsigned candidate_count, candidate_index;
+	unsigned candidate[ACME_SMIME_MAX_EXAMINED];
+	uint32_t candidate_uid[ACME_SMIME_MAX_EXAMINED];
+	int snapshot_taken;
+	int mx_kind, mx_state, mx_ok, mx_truncated, mx_secret, mx_from;
+	int pop3_purpose;
+	size_t reply_len;                 /* the reply mail, in the HTTP area */
+	unsigned flags_authz;             /* authorization email_flags is for */
+	int mx_code;                      /* SMTP reply code */
+	unsigned smtp_caps;
+	unsigned rcpt_index;
+	int mail_found;                   /* challenge mail accepted */
+	unsigned email_flags;             /* EMAIL_* in acme_smime.c */
+	uint32_t answered_uid;
+	uint64_t mail_deadline_ms;
 
 	/* persistence (section 7 of acme_smime.c) */
 	unsigned char ident_hash[32];     /* directory + identifiers */

@@ -86,12 +86,14 @@ static const char help_text[] =
 "  --contact mailto:ADDR  account contact\n"
 "  --dns NAME             a dns identifier (repeatable), validated with http-01\n"
 "  --http01-listen A:P    serve http-01 key authorizations on address A, port P\n"
-"  --email ADDR           an email identifier (RFC 8823; repeatable)     [not implemented yet]\n"
+"  --email ADDR           an email identifier (RFC 8823; repeatable), validated by\n"
+"                         answering the CA's challenge mail (POP3 in, SMTP out)\n"
 "  --pop3 HOST:PORT, --pop3-tls MODE, --pop3-user U, --pop3-pass-file F\n"
 "  --smtp HOST:PORT, --smtp-tls MODE, --smtp-user U, --smtp-pass-file F\n"
 "  --mail-ca-file PEM     trust anchors for the mail servers\n"
 "  --token-concat string|bytes, --reply-grace SECONDS,\n"
-"  --mail-policy strict|unsigned-ok                                      [not implemented yet]\n"
+"  --mail-policy strict|unsigned-ok  strict (default) needs a DKIM or S/MIME\n"
+"                         signature on the challenge mail; unsigned-ok does not\n"
 "                         mail passwords come from ACME_SMIME_POP3_PASS and\n"
 "                         ACME_SMIME_SMTP_PASS or the *-pass-file options, never argv\n"
 "  --eab-kid ID --eab-hmac-key B64URL   external account binding\n"
@@ -363,11 +365,7 @@ parse_args(int argc, char **argv, struct options *o)
 static void
 refuse_unimplemented(const struct options *o)
 {
-	if (o->mail_used) {
-		fprintf(stderr, "acme-smime-enroll: email identifiers and the "
-			"POP3/SMTP options are not implemented yet\n");
-		exit(EXIT_USAGE);
-	}
+	(void)o;
 }
 
 static size_t
@@ -393,11 +391,12 @@ read_file(const char *path, char *buf, size_t size)
 }
 
 static size_t
-load_trust_anchors(const char *path)
+load_anchors_into(const char *path, unsigned char *storage, size_t storage_size,
+	br_x509_trust_anchor *tas, size_t max)
 {
 	size_t len = read_file(path, ca_pem, sizeof ca_pem);
-	int n = acme_smime_trust_anchors_from_pem(ca_pem, len, anchor_storage,
-		sizeof anchor_storage, anchors, MAX_ANCHORS);
+	int n = acme_smime_trust_anchors_from_pem(ca_pem, len, storage,
+		storage_size, tas, max);
 
 	if (n < 0) {
 		fprintf(stderr, "acme-smime-enroll: %s: %s\n", path,
@@ -410,6 +409,111 @@ load_trust_anchors(const char *path)
 		exit(EXIT_USAGE);
 	}
 	return (size_t)n;
+}
+
+static size_t
+load_trust_anchors(const char *path)
+{
+	return load_anchors_into(path, anchor_storage, sizeof anchor_storage,
+		anchors, MAX_ANCHORS);
+}
+
+/* A password from the environment or a file (first line), never argv. */
+static const char *
+load_password(const char *env, const char *file, char *buf, size_t size)
+{
+	const char *v = getenv(env);
+	size_t n;
+
+	if (file != NULL) {
+		n = read_file(file, buf, size);
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+			buf[--n] = '\0';
+		return buf;
+	}
+	if (v != NULL) {
+		n = strlen(v);
+		if (n >= size)
+			die_usage("password too long in", env);
+		memcpy(buf, v, n + 1);
+		return buf;
+	}
+	return NULL;
+}
+
+static int
+tls_mode(const char *v)
+{
+	if (v == NULL || strcmp(v, "starttls") == 0)
+		return ACME_SMIME_TLS_STARTTLS;
+	return strcmp(v, "implicit") == 0 ? ACME_SMIME_TLS_IMPLICIT :
+		ACME_SMIME_TLS_NONE;
+}
+
+/* HOST:PORT into a static host copy and a port. */
+static void
+split_host_port(const char *v, char *host, size_t size, unsigned *port)
+{
+	const char *colon = strrchr(v, ':');
+	size_t n = colon != NULL ? (size_t)(colon - v) : 0;
+
+	if (colon == NULL || n == 0 || n >= size)
+		die_usage("wants HOST:PORT", v);
+	memcpy(host, v, n);
+	host[n] = '\0';
+	*port = (unsigned)strtoul(colon + 1, NULL, 10);
+}
+
+/* The RFC 8823 part of the configuration. */
+static void
+setup_mail(const struct options *o, acme_smime_config *cfg)
+{
+	static char pop3_host[256], smtp_host[256];
+	static char pop3_pass[256], smtp_pass[256];
+	static unsigned char mail_storage[ANCHOR_STORAGE];
+	static br_x509_trust_anchor mail_anchors[MAX_ANCHORS];
+
+	if (o->email_count == 0) {
+		if (o->mail_used)
+			die_usage("mail options need --email", NULL);
+		return;
+	}
+	if (o->pop3 == NULL || o->smtp == NULL || o->pop3_user == NULL)
+		die_usage("--email needs --pop3, --pop3-user and --smtp", NULL);
+	split_host_port(o->pop3, pop3_host, sizeof pop3_host, &cfg->pop3.port);
+	cfg->pop3.host = pop3_host;
+	cfg->pop3.tls = tls_mode(o->pop3_tls);
+	cfg->pop3.user = o->pop3_user;
+	cfg->pop3.password = load_password("ACME_SMIME_POP3_PASS", o->pop3_pass_file,
+		pop3_pass, sizeof pop3_pass);
+	if (cfg->pop3.password == NULL)
+		die_usage("no POP3 password: set ACME_SMIME_POP3_PASS or --pop3-pass-file",
+			NULL);
+	split_host_port(o->smtp, smtp_host, sizeof smtp_host, &cfg->smtp.port);
+	cfg->smtp.host = smtp_host;
+	cfg->smtp.tls = tls_mode(o->smtp_tls);
+	cfg->smtp.user = o->smtp_user;
+	if (o->smtp_user != NULL) {
+		cfg->smtp.password = load_password("ACME_SMIME_SMTP_PASS",
+			o->smtp_pass_file, smtp_pass, sizeof smtp_pass);
+		if (cfg->smtp.password == NULL)
+			die_usage("no SMTP password: set ACME_SMIME_SMTP_PASS or "
+				"--smtp-pass-file", NULL);
+	}
+	cfg->mail_trust_anchors = mail_anchors;
+	cfg->mail_trust_anchor_count = load_anchors_into(o->mail_ca_file != NULL ?
+		o->mail_ca_file : SYSTEM_CA_FILE, mail_storage, sizeof mail_storage,
+		mail_anchors, MAX_ANCHORS);
+	cfg->token_concat = o->token_concat != NULL &&
+		strcmp(o->token_concat, "bytes") == 0 ?
+		ACME_SMIME_CONCAT_BYTES : ACME_SMIME_CONCAT_STRING;
+	if (o->reply_grace >= 0)
+		cfg->reply_grace_s = o->reply_grace > 0 ? (uint32_t)o->reply_grace : 1;
+	if (o->mail_policy != NULL && strcmp(o->mail_policy, "unsigned-ok") == 0) {
+		cfg->mail_policy = ACME_SMIME_MAIL_ALLOW_UNSIGNED;
+		progress("warning: --mail-policy unsigned-ok: challenge mails are not "
+			"checked for a DKIM or S/MIME signature");
+	}
 }
 
 static void
@@ -728,6 +832,7 @@ main(int argc, char **argv)
 	/* Without --renew-if-due a run enrolls even when a stored
 	 * certificate is still good. */
 	cfg.force_renew = !o.renew_if_due;
+	setup_mail(&o, &cfg);
 
 	acme_smime_posix_init(&posix, &ports);
 	posix.log_name = "acme-smime-enroll";
