@@ -7,6 +7,8 @@
 #   make fuzz-build   build the libFuzzer targets tests/fuzz/fuzz_*.c
 #   make fuzz-smoke   run each target FUZZ_SECONDS (default 10) from its seeds
 #   make fuzz         the same, FUZZ_SECONDS default 300
+#   make demo     deps + build + one RFC 8823 enrollment against the local
+#                 test CA and mail servers, printing the certificate
 #   make clean    remove build/
 
 GCC   ?= gcc
@@ -57,7 +59,7 @@ FUZZ_BINS    := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 # make fuzz: 300 s per target unless FUZZ_SECONDS is given explicitly.
 FUZZ_LONG_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),300)
 
-.PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz clean
+.PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz clean demo
 
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES)
 
@@ -109,6 +111,12 @@ fuzz-smoke: fuzz-build
 
 fuzz: fuzz-build
 	bash tests/fuzz/run_fuzz.sh -t $(FUZZ_LONG_SECONDS) $(FUZZ_TARGETS)
+
+# The main job: an RFC 8823 enrollment against the local test CA and
+# real mail servers, printing the certificate.
+demo: deps
+	$(MAKE) --no-print-directory all
+	bash tests/demo.sh
 
 clean:
 	rm -rf $(BUILD)

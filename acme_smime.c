@@ -6134,7 +6134,8 @@ engine_load(acme_smime_ctx *ctx, int have_account_key)
 		rec_get_str(&in, ctx->url_account, sizeof ctx->url_account);
 		if (!in.bad && strcmp(dir, ctx->cfg->directory_url) == 0) {
 			ctx->account_key = key;
-			engine_log(ctx, ACME_SMIME_LOG_INFO, "stored account: ", ctx->url_account);
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "stored account: ", ctx->url_account[0] ?
+			    ctx->url_account : "(key only: not yet registered)");
 		} else {
 			ctx->url_account[0] = '\0';
 		}
@@ -6324,6 +6325,13 @@ req_account(acme_smime_ctx *ctx)
 	char *p = engine_payload_room(ctx);
 	textbuf tb;
 	int n, first = 1;
+
+	/* The key is stored before the server hears of it: cut off after
+	 * this POST, the next run sends the same key and gets the same
+	 * account back (200) instead of a second one. */
+	if (engine_save_account(ctx) < 0) {
+		return ctx->err.code;
+	}
 
 	tb_init(&tb, p, HTTP_PAYLOAD_ROOM);
 	tb_putc(&tb, '{');

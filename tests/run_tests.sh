@@ -199,6 +199,9 @@ run_suite() {
 }
 
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-900}
+# Suites that start the test environment take free ports: nothing else
+# running on this machine can collide with them.
+export TESTENV_PORTS=auto
 if [ "${INTEGRATION:-1}" != 0 ]; then
     for suite in tests/examples_test.sh tests/pebble/cli_pebble_test.sh \
             tests/ca/selftest.sh; do

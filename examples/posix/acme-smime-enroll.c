@@ -675,9 +675,10 @@ print_stats(void)
 	if (s == NULL)
 		return;
 	progress("stats: %u TLS handshakes, %u HTTP requests, %u badNonce "
-		"retries, %u TCP connections, %u http-01 answers",
-		s->tls_handshakes, s->http_requests, s->bad_nonce_retries,
-		posix.connections, posix.http01_served);
+		"retries, %u TCP connections, %u http-01 answers, %lu flash "
+		"operations", s->tls_handshakes, s->http_requests,
+		s->bad_nonce_retries, posix.connections, posix.http01_served,
+		store.erases + store.programs);
 }
 
 /* acme_smime_run() with a progress line on every state change and wait. */
@@ -855,6 +856,18 @@ main(int argc, char **argv)
 		return EXIT_STORAGE;
 	}
 	ports.flash = &store.flash;
+	{
+		/* Test hook: power cut after N flash operations (erase or
+		 * program). The interrupted operation is left half done and
+		 * the flash refuses everything after it, as after a power
+		 * loss; the run then fails with the storage exit code. */
+		const char *cut = getenv("ACME_SMIME_FLASH_CUT_AFTER");
+
+		if (cut != NULL && *cut != '\0') {
+			store.ops_left = strtol(cut, NULL, 10);
+			store.cut_seed = (uint32_t)store.ops_left * 2654435761u;
+		}
+	}
 
 	r = acme_smime_init(&ctx, &cfg, &ports, work, sizeof work, NULL);
 	if (r == ACME_SMIME_OK)
