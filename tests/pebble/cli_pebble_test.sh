@@ -171,7 +171,7 @@ check "cli-usage-exit-2" [ "$RC" -eq 2 ]
 "$CLI" --directory https://localhost:1/dir --email a@example.test \
 	--ca-file /etc/ssl/certs/ca-certificates.crt >/dev/null 2>"$T/mail.err"
 RC=$?
-check "cli-mail-not-implemented" eval '[ $RC -eq 2 ] && grep -q "not implemented yet" "$T/mail.err"'
+check "cli-email-needs-mail-servers" eval '[ $RC -eq 2 ] && grep -q "needs --pop3" "$T/mail.err"'
 
 # ---------------------------------------------------------------------
 # Pebble A: issuance for two names, then account reuse, then a wrong
