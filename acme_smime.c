@@ -4364,6 +4364,97 @@ tls_pump(acme_smime_ctx *ctx, unsigned want)
 	}
 }
 
+/* A consumer of received bytes: returns how many it took, or an error. */
+typedef long (*conn_parser)(acme_smime_ctx *ctx, const unsigned char *data,
+	size_t len);
+
+/* Send src[*sent..len) on the connection, TLS or plain. Returns IO_READY
+ * once all of it is handed over (and TLS flushed), IO_BLOCK,
+ * ACME_SMIME_NET_CLOSED, or an error. */
+static int
+conn_send(acme_smime_ctx *ctx, const unsigned char *src, size_t len, size_t *sent)
+{
+	br_ssl_engine_context *eng = &ctx->ssl.eng;
+	const acme_smime_ports *p = ctx->ports;
+	unsigned char *buf;
+	size_t n;
+	int r;
+
+	while (*sent < len) {
+		if (ctx->conn_tls) {
+			r = tls_pump(ctx, BR_SSL_SENDAPP);
+			if (r != IO_READY) {
+				return r;
+			}
+			buf = br_ssl_engine_sendapp_buf(eng, &n);
+			if (n > len - *sent) {
+				n = len - *sent;
+			}
+			memcpy(buf, src + *sent, n);
+			br_ssl_engine_sendapp_ack(eng, n);
+			*sent += n;
+			continue;
+		}
+		r = p->net_send(p->user, ctx->sock, src + *sent, len - *sent);
+		if (r > 0) {
+			*sent += (size_t)r;
+		} else if (r == 0) {
+			ctx->io_events = ACME_SMIME_IO_WRITE;
+			return IO_BLOCK;
+		} else {
+			tls_close(ctx);
+			return ACME_SMIME_NET_CLOSED;
+		}
+	}
+	if (ctx->conn_tls) {
+		br_ssl_engine_flush(eng, 0);
+	}
+	return IO_READY;
+}
+
+/* Give whatever has arrived to parse. Returns IO_READY after parse took
+ * its share, IO_BLOCK, ACME_SMIME_NET_CLOSED, or an error. Without TLS
+ * the idle TLS buffer receives; bytes parse leaves are dropped, which a
+ * request/response protocol without pipelining never has. */
+static int
+conn_recv(acme_smime_ctx *ctx, conn_parser parse)
+{
+	const acme_smime_ports *p = ctx->ports;
+	unsigned char *buf;
+	size_t len;
+	long used;
+	int r;
+
+	if (ctx->conn_tls) {
+		r = tls_pump(ctx, BR_SSL_RECVAPP);
+		if (r != IO_READY) {
+			return r;
+		}
+		buf = br_ssl_engine_recvapp_buf(&ctx->ssl.eng, &len);
+	} else {
+		r = p->net_recv(p->user, ctx->sock, ctx->work, BR_SSL_BUFSIZE_MONO);
+		if (r == 0) {
+			ctx->io_events = ACME_SMIME_IO_READ;
+			return IO_BLOCK;
+		}
+		if (r < 0) {
+			tls_close(ctx);
+			return ACME_SMIME_NET_CLOSED;
+		}
+		buf = ctx->work;
+		len = (size_t)r;
+	}
+	used = parse(ctx, buf, len);
+	if (used < 0) {
+		tls_close(ctx);
+		return (int)used;
+	}
+	if (ctx->conn_tls) {
+		br_ssl_engine_recvapp_ack(&ctx->ssl.eng, (size_t)used);
+	}
+	return IO_READY;
+}
+
 /* Trust anchors from PEM (section 6 of the header). */
 
 typedef struct {
@@ -4545,6 +4636,14 @@ acme_smime_trust_anchors_from_pem(const char *pem, size_t pem_len,
 /* Exchange phases. */
 #define XS_SEND 0
 #define XS_RECV 1
+
+/* Fuzzing builds talk plain text to the ACME server so that a fuzzer can
+ * play it. Never define ACME_SMIME_FUZZING in a product. */
+#ifdef ACME_SMIME_FUZZING
+#define HTTP_TLS 0
+#else
+#define HTTP_TLS 1
+#endif
 
 #define CONTENT_LENGTH_NONE ((size_t)-1)
 
@@ -5093,6 +5192,7 @@ http_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
 			break;
 		}
 	}
+	ctx->resp_bytes += i;
 	return (long)i;
 }
 
@@ -5120,12 +5220,11 @@ http_reopen(acme_smime_ctx *ctx)
 static int
 http_exchange(acme_smime_ctx *ctx)
 {
-	br_ssl_engine_context *eng = &ctx->ssl.eng;
 	int r;
 
 	for (;;) {
 		if (ctx->conn_state == CONN_CLOSED) {
-			r = conn_open(ctx, ctx->req_host, ctx->req_port, 1,
+			r = conn_open(ctx, ctx->req_host, ctx->req_port, HTTP_TLS,
 			    ctx->cfg->trust_anchors, ctx->cfg->trust_anchor_count, 0);
 			if (r < 0) {
 				return r;
@@ -5133,61 +5232,30 @@ http_exchange(acme_smime_ctx *ctx)
 			ctx->conn_requests = 0;
 		}
 		if (ctx->xfer == XS_SEND) {
-			unsigned char *buf;
-			size_t len;
-
-			r = tls_pump(ctx, BR_SSL_SENDAPP);
-			if (r == ACME_SMIME_NET_CLOSED) {
-				if ((r = http_reopen(ctx)) < 0) {
-					return r;
+			r = conn_send(ctx, http_area(ctx), ctx->req_len, &ctx->req_sent);
+			if (r == IO_READY) {
+				ctx->xfer = XS_RECV;
+				http_response_reset(ctx);
+				continue;
+			}
+		} else {
+			r = conn_recv(ctx, http_parse);
+			if (r == IO_READY) {
+				if (ctx->resp_state == RS_DONE) {
+					break;
 				}
 				continue;
 			}
-			if (r != IO_READY) {
-				return r;
-			}
-			buf = br_ssl_engine_sendapp_buf(eng, &len);
-			if (len > ctx->req_len - ctx->req_sent) {
-				len = ctx->req_len - ctx->req_sent;
-			}
-			memcpy(buf, http_area(ctx) + ctx->req_sent, len);
-			br_ssl_engine_sendapp_ack(eng, len);
-			ctx->req_sent += len;
-			if (ctx->req_sent == ctx->req_len) {
-				br_ssl_engine_flush(eng, 0);
-				ctx->xfer = XS_RECV;
-				http_response_reset(ctx);
-			}
-			continue;
-		}
-		r = tls_pump(ctx, BR_SSL_RECVAPP);
-		if (r == ACME_SMIME_NET_CLOSED) {
-			if (ctx->resp_state == RS_UNTIL_CLOSE) {
+			if (r == ACME_SMIME_NET_CLOSED && ctx->resp_state == RS_UNTIL_CLOSE) {
 				ctx->resp_state = RS_DONE;
 				break;
 			}
-			if ((r = http_reopen(ctx)) < 0) {
-				return r;
-			}
-			continue;
 		}
-		if (r != IO_READY) {
+		if (r != ACME_SMIME_NET_CLOSED) {
 			return r;
 		}
-		{
-			size_t len;
-			unsigned char *buf = br_ssl_engine_recvapp_buf(eng, &len);
-			long used = http_parse(ctx, buf, len);
-
-			if (used < 0) {
-				tls_close(ctx);
-				return (int)used;
-			}
-			ctx->resp_bytes += (size_t)used;
-			br_ssl_engine_recvapp_ack(eng, (size_t)used);
-		}
-		if (ctx->resp_state == RS_DONE) {
-			break;
+		if ((r = http_reopen(ctx)) < 0) {
+			return r;
 		}
 	}
 	http_area(ctx)[ctx->body_len] = '\0';
@@ -5337,7 +5405,7 @@ mx_smtp_line(acme_smime_ctx *ctx)
 }
 
 /* Feed received bytes; returns how many were used. */
-static size_t
+static long
 mx_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
 {
 	size_t i;
@@ -5404,7 +5472,7 @@ mx_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
 			break;
 		}
 	}
-	return i;
+	return (long)i;
 }
 
 /*
@@ -5414,25 +5482,25 @@ mx_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
 static int
 mx_exchange(acme_smime_ctx *ctx)
 {
-	br_ssl_engine_context *eng = &ctx->ssl.eng;
-	const acme_smime_ports *p = ctx->ports;
 	int r;
 
 	for (;;) {
-		const unsigned char *src = ctx->mx_from == MX_FROM_AREA ?
-		    http_area(ctx) : (const unsigned char *)ctx->line;
-
 		if (ctx->conn_state == CONN_CLOSED) {
 			engine_fail(ctx, ACME_SMIME_ERR_NET, 1,
 			    "connection closed by the mail server");
 			return ACME_SMIME_ERR_NET;
 		}
-		if (ctx->mx_state == MXS_SEND && ctx->req_sent == ctx->req_len) {
+		if (ctx->mx_state == MXS_SEND) {
+			r = conn_send(ctx, ctx->mx_from == MX_FROM_AREA ? http_area(ctx) :
+			    (const unsigned char *)ctx->line, ctx->req_len, &ctx->req_sent);
+			if (r != IO_READY) {
+				if (r == ACME_SMIME_NET_CLOSED) {
+					continue;
+				}
+				return r;
+			}
 			if (ctx->mx_secret) {
 				wipe(ctx->line, sizeof ctx->line);
-			}
-			if (ctx->conn_tls) {
-				br_ssl_engine_flush(eng, 0);
 			}
 			ctx->line_len = 0;
 			ctx->mx_state = MXS_STATUS;
@@ -5443,53 +5511,10 @@ mx_exchange(acme_smime_ctx *ctx)
 			}
 			return IO_READY;
 		}
-		if (ctx->conn_tls) {
-			unsigned char *buf;
-			size_t len;
-
-			r = tls_pump(ctx, ctx->mx_state == MXS_SEND ? BR_SSL_SENDAPP :
-			    BR_SSL_RECVAPP);
-			if (r == ACME_SMIME_NET_CLOSED) {
-				continue;
-			}
-			if (r != IO_READY) {
-				return r;
-			}
-			if (ctx->mx_state == MXS_SEND) {
-				buf = br_ssl_engine_sendapp_buf(eng, &len);
-				if (len > ctx->req_len - ctx->req_sent) {
-					len = ctx->req_len - ctx->req_sent;
-				}
-				memcpy(buf, src + ctx->req_sent, len);
-				br_ssl_engine_sendapp_ack(eng, len);
-				ctx->req_sent += len;
-			} else {
-				buf = br_ssl_engine_recvapp_buf(eng, &len);
-				br_ssl_engine_recvapp_ack(eng, mx_parse(ctx, buf, len));
-			}
-			continue;
+		r = conn_recv(ctx, mx_parse);
+		if (r != IO_READY && r != ACME_SMIME_NET_CLOSED) {
+			return r;
 		}
-		/* Plain text: the idle TLS buffer receives. */
-		if (ctx->mx_state == MXS_SEND) {
-			r = p->net_send(p->user, ctx->sock, src + ctx->req_sent,
-			    ctx->req_len - ctx->req_sent);
-			if (r > 0) {
-				ctx->req_sent += (size_t)r;
-				continue;
-			}
-			ctx->io_events = ACME_SMIME_IO_WRITE;
-		} else {
-			r = p->net_recv(p->user, ctx->sock, ctx->work, BR_SSL_BUFSIZE_MONO);
-			if (r > 0) {
-				mx_parse(ctx, ctx->work, (size_t)r);
-				continue;
-			}
-			ctx->io_events = ACME_SMIME_IO_READ;
-		}
-		if (r == 0) {
-			return IO_BLOCK;
-		}
-		tls_close(ctx);
 	}
 }
 
