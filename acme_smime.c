@@ -5818,26 +5818,18 @@ static int engine_has_email(const acme_smime_config *cfg);
 #define CERT_TRAILER_LEN (3 + 48 + 8 + 8 + 32 + 4)
 
 typedef struct {
-	unsigned char *p;
-	size_t size, len;
-	int overflow;
-} rec_out;
-
-typedef struct {
 	const unsigned char *p;
 	size_t len, pos;
 	int bad;
 } rec_in;
 
+/* Records are built with the bounded writer of section 1. */
+typedef textbuf rec_out;
+
 static void
 rec_put(rec_out *o, const void *data, size_t n)
 {
-	if (o->overflow || n > o->size - o->len) {
-		o->overflow = 1;
-		return;
-	}
-	memcpy(o->p + o->len, data, n);
-	o->len += n;
+	tb_putn(o, (const char *)data, n);
 }
 
 static void
@@ -5969,10 +5961,7 @@ engine_save_account(acme_smime_ctx *ctx)
 	if (ctx->ports->flash == NULL) {
 		return 0;
 	}
-	o.p = buf;
-	o.size = sizeof buf;
-	o.len = 0;
-	o.overflow = 0;
+	tb_init(&o, (char *)buf, sizeof buf);
 	rec_put_uint(&o, 1, 1);
 	rec_put_key(&o, &ctx->account_key);
 	rec_put_str(&o, ctx->cfg->directory_url);
@@ -5995,10 +5984,7 @@ engine_save_enrollment(acme_smime_ctx *ctx, int clear)
 	if (ctx->ports->flash == NULL) {
 		return 0;
 	}
-	o.p = buf;
-	o.size = sizeof buf;
-	o.len = 0;
-	o.overflow = 0;
+	tb_init(&o, (char *)buf, sizeof buf);
 	if (!clear) {
 		rec_put_uint(&o, 1, 1);
 		rec_put(&o, ctx->ident_hash, sizeof ctx->ident_hash);
@@ -6919,10 +6905,7 @@ engine_commit_cert(acme_smime_ctx *ctx, uint64_t nb, uint64_t na)
 	int r;
 
 	memset(tr, 0, sizeof tr);
-	o.p = tr;
-	o.size = sizeof tr;
-	o.len = 0;
-	o.overflow = 0;
+	tb_init(&o, (char *)tr, sizeof tr);
 	rec_put_uint(&o, 1, 1);
 	rec_put_key(&o, &ctx->cert_key);
 	o.len = 3 + 48;
