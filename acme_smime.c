@@ -4782,6 +4782,7 @@ http_response_reset(acme_smime_ctx *ctx)
 	ctx->keep_alive = 1;
 	ctx->chunk_left = 0;
 	ctx->body_len = 0;
+	ctx->body_total = 0;
 	ctx->line_len = 0;
 	ctx->line_overflow = 0;
 	ctx->location[0] = '\0';
@@ -5123,6 +5124,7 @@ http_body(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
 			return ctx->err.code;
 		}
 		ctx->sink_len += n;
+		ctx->body_total += n;
 		memcpy(http_area(ctx) + ctx->body_len, data, n < room ? n : room);
 		ctx->body_len += n < room ? n : room;
 		return 0;
@@ -5134,6 +5136,7 @@ http_body(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
 	}
 	memcpy(http_area(ctx) + ctx->body_len, data, n);
 	ctx->body_len += n;
+	ctx->body_total += n;
 	return 0;
 }
 
@@ -5152,7 +5155,7 @@ http_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
 		case RS_BODY:
 		case RS_CHUNK_DATA:
 			take = ctx->resp_state == RS_BODY ?
-			    ctx->content_length - ctx->body_len : ctx->chunk_left;
+			    ctx->content_length - ctx->body_total : ctx->chunk_left;
 			if (take > len - i) {
 				take = len - i;
 			}
@@ -5161,7 +5164,7 @@ http_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
 			}
 			i += take;
 			if (ctx->resp_state == RS_BODY) {
-				if (ctx->body_len == ctx->content_length) {
+				if (ctx->body_total == ctx->content_length) {
 					ctx->resp_state = RS_DONE;
 				}
 			} else if ((ctx->chunk_left -= take) == 0) {
@@ -7751,6 +7754,17 @@ engine_check_response(acme_smime_ctx *ctx)
 		    ntok) == ACME_SMIME_OK) {
 			engine_problem(ctx, &d);
 		}
+	}
+	/* A server that lost the stored account (a test CA restarted, an
+	 * account purged): register the same key again, once, and go on. */
+	if (problem_is(ctx, "accountDoesNotExist") && ctx->url_account[0] != '\0' &&
+	    ctx->state != ST_ACCOUNT && !ctx->account_renewed) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "the server does not know the stored account: registering again", NULL);
+		ctx->account_renewed = 1;
+		ctx->url_account[0] = '\0';
+		ctx->state = ST_ACCOUNT;
+		return 0;
 	}
 	/* badNonce has its own, larger bound: a server may reject any share
 	 * of nonces (Pebble's test knob rejects half), and each retry costs

@@ -665,6 +665,7 @@ typedef struct acme_smime_ctx {
 	uint64_t deadline_ms;
 	uint32_t poll_delay_s;
 	unsigned retries, nonce_retries;
+	int account_renewed;              /* re-registered the key once */
 	const char *wait_reason;
 	unsigned authz_count, authz_index;
 	acme_smime_error err;
@@ -713,7 +714,8 @@ typedef struct acme_smime_ctx {
 	size_t content_length;            /* (size_t)-1 when absent */
 	int chunked, keep_alive;
 	size_t chunk_left;
-	size_t body_len;
+	size_t body_len;                  /* body bytes in the HTTP area */
+	size_t body_total;                /* body bytes received */
 	size_t line_len;
 	int line_overflow;
 	char line[ACME_SMIME_MAX_HEADER_LINE + 1];
