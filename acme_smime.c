@@ -8042,6 +8042,22 @@ acme_smime_get_stats(const acme_smime_ctx *ctx)
 	return &ctx->stats;
 }
 
+void
+acme_smime_close(acme_smime_ctx *ctx)
+{
+	if (ctx == NULL) {
+		return;
+	}
+	if (ctx->ports != NULL) {
+		tls_close(ctx);
+	}
+	if (ctx->work != NULL) {
+		wipe(ctx->work, ctx->work_size);
+	}
+	wipe(ctx, sizeof *ctx);
+	ctx->sock = -1;
+}
+
 /* --- the stored certificate, for the application --- */
 
 int

@@ -841,6 +841,11 @@ int acme_smime_key_to_pem(const acme_smime_key *key, char *out,
 /* Counters since acme_smime_init(), for tests and measurements. */
 const acme_smime_stats *acme_smime_get_stats(const acme_smime_ctx *ctx);
 
+/* Close the connection and wipe the context and the work buffer: keys,
+ * passwords in flight and mail text are gone. Call it when done with ctx
+ * (after reading what you need from it). */
+void acme_smime_close(acme_smime_ctx *ctx);
+
 /* Parse PEM certificates (e.g. /etc/ssl/certs/ca-certificates.crt) into
  * BearSSL trust anchors. Names and keys are copied into storage; anchors
  * are written to tas (at most max_tas). Returns the number of anchors, or
