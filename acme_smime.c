@@ -4650,13 +4650,13 @@ acme_smime_trust_anchors_from_pem(const char *pem, size_t pem_len,
 static unsigned char *
 http_area(acme_smime_ctx *ctx)
 {
-	return ctx->work + BR_SSL_BUFSIZE_MONO;
+	return ctx->work + ACME_SMIME_TLS_AREA;
 }
 
 static size_t
 http_area_size(const acme_smime_ctx *ctx)
 {
-	return ctx->work_size - BR_SSL_BUFSIZE_MONO;
+	return ctx->work_size - ACME_SMIME_TLS_AREA;
 }
 
 /* https://host[:port][/path] -> host, port, path. */
@@ -5690,8 +5690,9 @@ engine_poll_delay(acme_smime_ctx *ctx)
 }
 
 /* Tokens for parsing the response body go after it in the HTTP area,
- * aligned for jsmntok_t (the area itself is int-aligned: the caller's work
- * buffer must be, acme_smime_init() checks it). Returns the count. */
+ * aligned for jsmntok_t: the area starts ACME_SMIME_TLS_AREA (a multiple
+ * of 8) into the work buffer, which acme_smime_init() requires to be
+ * int-aligned. Returns the count. */
 static unsigned
 engine_tokens(acme_smime_ctx *ctx, jsmntok_t **tok)
 {
@@ -7821,7 +7822,7 @@ acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 	ctx->work = work;
 	ctx->work_size = work_size;
 	ctx->sock = -1;
-	if (work_size < BR_SSL_BUFSIZE_MONO + HTTP_HEAD_ROOM + HTTP_PAYLOAD_ROOM + 2048 ||
+	if (work_size < ACME_SMIME_TLS_AREA + HTTP_HEAD_ROOM + HTTP_PAYLOAD_ROOM + 2048 ||
 	    ((size_t)work & (sizeof(int) - 1)) != 0 || cfg->directory_url == NULL ||
 	    ports->net_connect == NULL || ports->net_send == NULL ||
 	    ports->net_recv == NULL || ports->net_close == NULL ||
@@ -8033,7 +8034,7 @@ acme_smime_cert_chain(const acme_smime_ctx *ctx, size_t *len)
 	if (len != NULL) {
 		*len = ctx->chain_len;
 	}
-	return (const char *)ctx->work + BR_SSL_BUFSIZE_MONO;
+	return (const char *)ctx->work + ACME_SMIME_TLS_AREA;
 }
 
 const acme_smime_stats *

@@ -373,7 +373,10 @@ int acme_smime_parse_authorization(const char *json, size_t json_len,
 #ifndef ACME_SMIME_HTTP_AREA
 #define ACME_SMIME_HTTP_AREA 8192
 #endif
-#define ACME_SMIME_WORKBUF_SIZE (BR_SSL_BUFSIZE_MONO + ACME_SMIME_HTTP_AREA)
+/* The TLS part, rounded up to 8 so that the HTTP area behind it is
+ * aligned for the JSON tokens placed in it (BR_SSL_BUFSIZE_MONO is odd). */
+#define ACME_SMIME_TLS_AREA ((BR_SSL_BUFSIZE_MONO + 7) / 8 * 8)
+#define ACME_SMIME_WORKBUF_SIZE (ACME_SMIME_TLS_AREA + ACME_SMIME_HTTP_AREA)
 
 /* Longest HTTP response header line kept while parsing (longer lines of
  * headers we need are an error, others are skipped). */
@@ -759,10 +762,12 @@ typedef struct acme_smime_ctx {
 } acme_smime_ctx;
 
 /* Set up ctx for one enrollment. cfg, ports and work must outlive ctx;
- * work must hold ACME_SMIME_WORKBUF_SIZE bytes. account_key is the stored
- * account key, or NULL to generate one (read it back with
- * acme_smime_account_key() and store it). Returns ACME_SMIME_OK or an
- * error. */
+ * work must hold ACME_SMIME_WORKBUF_SIZE bytes and be aligned for int.
+ * account_key is a key the caller keeps, or NULL: then the store's key is
+ * used, or a new one is generated (and kept in the store when there is
+ * one; read it with acme_smime_account_key()). With a store, the order in
+ * progress and the certificate are taken from it too (see the config's
+ * renewal fields). Returns ACME_SMIME_OK or an error. */
 int acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 	const acme_smime_ports *ports, unsigned char *work, size_t work_size,
 	const acme_smime_key *account_key);
