@@ -59,9 +59,10 @@ FUZZ_BINS    := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 # make fuzz: 300 s per target unless FUZZ_SECONDS is given explicitly.
 FUZZ_LONG_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),300)
 
-.PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz clean demo
+.PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz clean demo test-lwip
 
-all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES)
+all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES) \
+	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o
 
 deps:
 	sh tests/install_deps.sh
@@ -111,6 +112,27 @@ fuzz-smoke: fuzz-build
 
 fuzz: fuzz-build
 	bash tests/fuzz/run_fuzz.sh -t $(FUZZ_LONG_SECONDS) $(FUZZ_TARGETS)
+
+# The lwIP example: the library on Debian's lwIP over a tap device in a
+# network namespace (tests/lwip/lwip_test.sh, root).
+LWIP_CFLAGS := $(shell pkg-config --cflags lwip 2>/dev/null)
+LWIP_LIBS   := $(shell pkg-config --libs lwip 2>/dev/null) -lpthread
+LWIP_SRCS   := examples/lwip/acme-smime-lwip.c examples/lwip/tapdev.c \
+	examples/lwip/host_task.c port/lwip/acme_smime_lwip.c port/posix/flash_file.c
+$(BUILD)/acme-smime-lwip: $(LWIP_SRCS) $(wildcard examples/lwip/*.h) \
+		$(wildcard port/lwip/*.h) port/posix/flash_file.h \
+		$(BUILD)/gcc/acme_smime.o acme_smime.h
+	$(GCC) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/posix -Iexamples/lwip \
+		$(LWIP_CFLAGS) $(LWIP_SRCS) $(BUILD)/gcc/acme_smime.o \
+		$(LIBS) $(LWIP_LIBS) -o $@
+$(BUILD)/clang/acme_smime_lwip.o: port/lwip/acme_smime_lwip.c \
+		port/lwip/acme_smime_lwip.h acme_smime.h
+	@mkdir -p $(@D)
+	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/lwip $(LWIP_CFLAGS) -c $< -o $@
+
+test-lwip: deps
+	$(MAKE) --no-print-directory $(BUILD)/acme-smime-lwip
+	bash tests/lwip/lwip_test.sh
 
 # The main job: an RFC 8823 enrollment against the local test CA and
 # real mail servers, printing the certificate.

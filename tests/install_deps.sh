@@ -35,6 +35,7 @@ PACKAGES="
     dovecot-core
     dovecot-pop3d
     postfix
+    liblwip-dev
 "
 
 missing=""

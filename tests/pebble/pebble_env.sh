@@ -19,10 +19,20 @@
 # PEBBLE_ALTERNATE_ROOTS. PEBBLE_CERT_TYPE=ec|rsa picks the key type of
 # Pebble's own HTTPS certificate (default ec).
 #
+# For clients that reach Pebble over a network (the lwIP test runs all of
+# this inside a network namespace; unset, nothing changes):
+#   PEBBLE_LISTEN_ADDR   address of the ACME port (default 127.0.0.1); the
+#                        management port and challtestsrv stay on 127.0.0.1
+#   PEBBLE_DEFAULT_IPV4  the A record challtestsrv gives every name, i.e.
+#                        where Pebble connects for http-01 (default 127.0.0.1)
+#   PEBBLE_EXTRA_SAN     more subjectAltName entries for Pebble's HTTPS
+#                        certificate, e.g. "IP:10.99.0.1,DNS:acme.test"
+#
 # DIR/env defines ACME_DIRECTORY, ACME_CA_FILE (the CA of Pebble's HTTPS
 # certificate, not of the certificates it issues: see fetch_roots.sh),
 # PEBBLE_MGMT (https://localhost:PORT), CHALLTEST_MGMT, HTTP01_PORT,
-# PEBBLE_LOG, EAB_KID and EAB_HMAC_KEY (empty without --eab), PEBBLE_PIDS.
+# PEBBLE_LOG, EAB_KID and EAB_HMAC_KEY (empty without --eab), PEBBLE_PIDS,
+# PEBBLE_LISTEN_ADDR (the ACME port's address).
 #
 # Needs the Debian packages pebble, openssl and curl (tests/pebble/packages.txt).
 set -euo pipefail
@@ -51,6 +61,14 @@ DNS_PORT=$((BASE + 2))
 CTS_MGMT_PORT=$((BASE + 3))
 HTTP01_PORT=$((BASE + 4))
 TLS_PORT=$((BASE + 5))
+LISTEN_ADDR=${PEBBLE_LISTEN_ADDR:-127.0.0.1}
+DEFAULT_IPV4=${PEBBLE_DEFAULT_IPV4:-127.0.0.1}
+SAN="DNS:localhost,IP:127.0.0.1${PEBBLE_EXTRA_SAN:+,$PEBBLE_EXTRA_SAN}"
+# curl must reach "localhost" at the ACME port's address when it moved.
+ACME_RESOLVE=()
+if [ "$LISTEN_ADDR" != 127.0.0.1 ]; then
+	ACME_RESOLVE=(--resolve "localhost:$ACME_PORT:$LISTEN_ADDR")
+fi
 # A fixed test key: base64url of 48 bytes, as Pebble's example config has.
 EAB_KID_VALUE=kid-1
 EAB_KEY_VALUE=zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W
@@ -77,7 +95,7 @@ make_certs() {
 		'basicConstraints=critical,CA:FALSE' \
 		'keyUsage=critical,digitalSignature,keyEncipherment' \
 		'extendedKeyUsage=serverAuth' \
-		'subjectAltName=DNS:localhost,IP:127.0.0.1' >"$D/tls/leaf.ext"
+		"subjectAltName=$SAN" >"$D/tls/leaf.ext"
 	openssl x509 -req -in "$D/tls/leaf.csr" -days 30 \
 		-CA "$D/tls/ca.pem" -CAkey "$D/tls/ca.key" -CAcreateserial \
 		-extfile "$D/tls/leaf.ext" -out "$D/tls/cert.pem" 2>/dev/null
@@ -95,7 +113,7 @@ write_config() {
 	cat >"$D/pebble-config.json" <<EOF
 {
   "pebble": {
-    "listenAddress": "127.0.0.1:$ACME_PORT",
+    "listenAddress": "$LISTEN_ADDR:$ACME_PORT",
     "managementListenAddress": "127.0.0.1:$MGMT_PORT",
     "certificate": "$D/tls/cert.pem",
     "privateKey": "$D/tls/key.pem",
@@ -146,11 +164,12 @@ start() {
 	make_certs
 	write_config
 
-	# challtestsrv answers every A query with 127.0.0.1 (and no AAAA), so
-	# Pebble validates http-01 for any name against our listener.
+	# challtestsrv answers every A query with 127.0.0.1 (or
+	# PEBBLE_DEFAULT_IPV4; and no AAAA), so Pebble validates http-01 for
+	# any name against our listener.
 	pebble-challtestsrv -dns01 "127.0.0.1:$DNS_PORT" -http01 "" -https01 "" \
 		-tlsalpn01 "" -management "127.0.0.1:$CTS_MGMT_PORT" \
-		-defaultIPv4 127.0.0.1 -defaultIPv6 "" \
+		-defaultIPv4 "$DEFAULT_IPV4" -defaultIPv6 "" \
 		>"$D/challtestsrv.log" 2>&1 </dev/null &
 	cts_pid=$!
 	pebble -config "$D/pebble-config.json" -dnsserver "127.0.0.1:$DNS_PORT" \
@@ -161,6 +180,7 @@ start() {
 	if ! wait_for challtestsrv curl -s -o /dev/null \
 			"http://127.0.0.1:$CTS_MGMT_PORT/" ||
 		! wait_for pebble curl -sf --cacert "$D/tls/ca.pem" \
+			${ACME_RESOLVE[@]+"${ACME_RESOLVE[@]}"} \
 			"https://localhost:$ACME_PORT/dir" ||
 		! wait_for pebble-management curl -sf --cacert "$D/tls/ca.pem" \
 			"https://localhost:$MGMT_PORT/roots/0"; then
@@ -187,6 +207,7 @@ PEBBLE_LOG=$D/pebble.log
 PEBBLE_PIDS="$pebble_pid $cts_pid"
 EAB_KID=$eab_kid
 EAB_HMAC_KEY=$eab_key
+PEBBLE_LISTEN_ADDR=$LISTEN_ADDR
 EOF
 	log "up: https://localhost:$ACME_PORT/dir (eab=$EAB, pids $pebble_pid $cts_pid)"
 }

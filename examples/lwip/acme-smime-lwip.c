@@ -1,0 +1,915 @@
+/*
+ * acme-smime-lwip -- an enrollment through lwIP: the "device" runs lwIP
+ * on a tap interface (examples/lwip/tapdev.c) and talks to the ACME server
+ * only through lwIP's sockets (port/lwip/acme_smime_lwip.h), never through
+ * the host's. The host stands in for the board: it supplies the clocks,
+ * the entropy, the log and the flash (port/posix/flash_file.c), and a
+ * thread with a fixed, painted stack stands in for the application task.
+ *
+ *   ip netns exec NS acme-smime-lwip --tap tap0 --ip 10.99.0.2/24 \
+ *       --gw 10.99.0.1 --host-map localhost=10.99.0.1 \
+ *       --directory https://localhost:14000/dir --ca-file pebble-ca.pem \
+ *       --agree-tos --dns a.example.test --http01-listen-port 5002 \
+ *       --store dev.flash --out-cert cert.pem
+ *
+ * This lwIP build has no DNS: every host name of a URL (the directory and
+ * whatever the server's URLs name) needs a --host-map NAME=IP entry, or
+ * must be an IP literal. The name itself stays the TLS server name (SNI)
+ * and the name the server certificate is checked against.
+ *
+ * Today's library validates dns identifiers with http-01 (the port's
+ * responder answers on --http01-listen-port, on every lwIP address).
+ * Email identifiers (RFC 8823: POP3 + SMTP) come with the library's mail
+ * flow; their options are recognised and refused for now (see
+ * "Mail, later" below: the mail servers will be reached through the same
+ * net hooks and host table).
+ *
+ * Exit status, as acme-smime-enroll: 0 certificate obtained and written,
+ * 2 usage, 3 TLS, 4 network, 5 ACME problem, 6 mail, 7 storage, 8 other
+ * (also: lwIP or the tap device could not be brought up).
+ */
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE 1       /* getrandom */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lwip/opt.h"
+#include "lwip/def.h"
+#include "lwip/init.h"
+#include "lwip/ip4_addr.h"
+#include "lwip/netif.h"
+#include "lwip/sys.h"
+#include "lwip/tcpip.h"
+
+#include "acme_smime.h"
+#include "acme_smime_lwip.h"
+#include "flash_file.h"
+#include "host_task.h"
+#include "tapdev.h"
+
+#define EXIT_USAGE   2
+#define EXIT_TLS     3
+#define EXIT_NET     4
+#define EXIT_ACME    5
+#define EXIT_MAIL    6
+#define EXIT_STORAGE 7
+#define EXIT_OTHER   8
+
+#define MAX_CA_PEM      (256u * 1024u)
+#define MAX_ANCHORS     32
+#define ANCHOR_STORAGE  (16u * 1024u)
+#define MAX_HOSTS       8
+
+/* The store file: simulated NOR flash, as large as the store needs. */
+#define STORE_SIZE         ACME_SMIME_STORE_SIZE(4096u, 16u)
+#define STORE_SECTOR       4096u
+#define STORE_PROGRAM_UNIT 16u
+
+/* Longest wait on the socket before the engine is asked again. */
+#define IO_SLICE_MS 1000u
+
+static const char usage_text[] =
+"usage: acme-smime-lwip --directory URL --ca-file PEM [--agree-tos] [--contact mailto:ADDR]\n"
+"    --dns NAME... [--http01-listen-port PORT] [--host-map NAME=IP]...\n"
+"    [--tap IFNAME] [--ip ADDR/PREFIX] [--gw ADDR]\n"
+"    [--store FILE] [--out-cert FILE] [--out-key FILE] [--renew-if-due]\n"
+"    [--task-stack BYTES] [-v] [-q]\n";
+
+static const char help_text[] =
+"\n"
+"Get a certificate from an ACME (RFC 8555) server through lwIP on a tap\n"
+"device (run it inside the network namespace that holds the tap device).\n"
+"\n"
+"  --directory URL        the ACME directory (https://...)\n"
+"  --ca-file PEM          trust anchors for the ACME server's TLS certificate\n"
+"                         (up to 32 CA certificates: the device has no system store)\n"
+"  --agree-tos            agree to the server's terms of service\n"
+"  --contact mailto:ADDR  account contact\n"
+"  --dns NAME             a dns identifier (repeatable), validated with http-01\n"
+"  --http01-listen-port P serve http-01 key authorizations on lwIP port P\n"
+"  --host-map NAME=IP     connect to IP for host NAME (repeatable); NAME stays\n"
+"                         the TLS server name. lwIP here has no DNS.\n"
+"  --tap IFNAME           the tap device (default tap0)\n"
+"  --ip ADDR/PREFIX       lwIP's address (default 10.99.0.2/24)\n"
+"  --gw ADDR              lwIP's gateway (default 10.99.0.1)\n"
+"  --store FILE           account and enrollment state (default acme-smime-lwip.flash)\n"
+"  --out-cert FILE        write the certificate chain (PEM, leaf first)\n"
+"  --out-key FILE         write the certificate's private key (PKCS#8 PEM, mode 0600)\n"
+"  --renew-if-due         enroll only when no certificate is stored or it is due\n"
+"  --task-stack BYTES     stack of the application task (default 65536); the\n"
+"                         peak use is printed at the end\n"
+"  --email, --pop3, --smtp and the other mail options of acme-smime-enroll:\n"
+"                         not implemented yet (RFC 8823 mail flow)\n"
+"  -v                     verbose (library debug log); -q: errors only\n"
+"\n"
+"Exit status: 0 success, 2 usage, 3 TLS, 4 network, 5 ACME problem from the\n"
+"server, 6 mail, 7 storage, 8 timeout or other.\n";
+
+struct options {
+	const char *directory, *ca_file, *contact;
+	int agree_tos;
+	const char *dns[ACME_SMIME_MAX_IDENTIFIERS];
+	size_t dns_count;
+	unsigned http01_port;
+	struct acme_smime_lwip_host hosts[MAX_HOSTS];
+	size_t host_count;
+	const char *tap, *ip, *gw;
+	const char *store, *out_cert, *out_key;
+	int renew_if_due;
+	size_t task_stack;
+	int verbose, quiet;
+	/* Mail, later: --email identifiers, --pop3/--smtp HOST:PORT (names
+	 * resolved through the same host table), TLS modes, users, password
+	 * files, --mail-ca-file. Recognised now only to refuse them. */
+	const char *mail_option;
+};
+
+/* Everything large is static, as on a board. */
+static struct options opt;
+static char ca_pem[MAX_CA_PEM];
+static unsigned char anchor_storage[ANCHOR_STORAGE];
+static br_x509_trust_anchor anchors[MAX_ANCHORS];
+static unsigned char work[ACME_SMIME_WORKBUF_SIZE];
+static acme_smime_ctx ctx;
+static acme_smime_identifier ids[ACME_SMIME_MAX_IDENTIFIERS];
+static acme_smime_config cfg;
+static acme_smime_ports ports;
+static struct acme_smime_lwip lw;
+static struct flash_file store;
+static struct netif nif;                /* never on a stack */
+static struct host_task app_task;
+static int task_result;
+static const char *last_state = "init";
+
+/* ------------------------------------------------------------------------
+ * Messages
+ * ---------------------------------------------------------------------- */
+
+static void progress(const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+	__attribute__((format(printf, 1, 2)))
+#endif
+	;
+
+static void
+progress(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (opt.quiet)
+		return;
+	fputs("acme-smime-lwip: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void
+die_usage(const char *what, const char *arg)
+{
+	if (arg != NULL)
+		fprintf(stderr, "acme-smime-lwip: %s: %s\n", what, arg);
+	else
+		fprintf(stderr, "acme-smime-lwip: %s\n", what);
+	fputs(usage_text, stderr);
+	fputs("(--help for details)\n", stderr);
+	exit(EXIT_USAGE);
+}
+
+/* ------------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------- */
+
+/* "--name VALUE" or "--name=VALUE": returns VALUE and advances *i, or NULL
+ * when argv[*i] is not this option. */
+static const char *
+opt_value(int argc, char **argv, int *i, const char *name)
+{
+	size_t n = strlen(name);
+	const char *a = argv[*i];
+
+	if (strncmp(a, name, n) != 0)
+		return NULL;
+	if (a[n] == '=')
+		return a + n + 1;
+	if (a[n] != '\0')
+		return NULL;
+	if (*i + 1 >= argc)
+		die_usage("missing value for", name);
+	(*i)++;
+	return argv[*i];
+}
+
+static unsigned long
+parse_number(const char *what, const char *s, unsigned long min,
+	unsigned long max)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		die_usage(what, s);
+	return v;
+}
+
+static void
+add_host(struct options *o, const char *v)
+{
+	const char *eq = strchr(v, '=');
+	ip_addr_t check;
+	char *name;
+
+	if (eq == NULL || eq == v || eq[1] == '\0')
+		die_usage("--host-map wants NAME=IP", v);
+	if (!ipaddr_aton(eq + 1, &check))
+		die_usage("--host-map wants an IP address after '='", v);
+	if (o->host_count == MAX_HOSTS)
+		die_usage("too many --host-map entries", v);
+	name = malloc((size_t)(eq - v) + 1);
+	if (name == NULL)
+		die_usage("out of memory", NULL);
+	memcpy(name, v, (size_t)(eq - v));
+	name[eq - v] = '\0';
+	o->hosts[o->host_count].name = name;
+	o->hosts[o->host_count].addr = eq + 1;
+	o->host_count++;
+}
+
+/* Options of acme-smime-enroll that belong to the RFC 8823 mail flow. */
+static int
+is_mail_option(const char *a)
+{
+	static const char *const names[] = {
+		"--email", "--pop3", "--smtp", "--mail-ca-file",
+		"--token-concat", "--reply-grace", "--mail-policy", NULL
+	};
+	size_t i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (strncmp(a, names[i], strlen(names[i])) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+parse_args(int argc, char **argv, struct options *o)
+{
+	const char *v;
+	int i;
+
+	memset(o, 0, sizeof *o);
+	o->store = "acme-smime-lwip.flash";
+	o->tap = "tap0";
+	o->ip = "10.99.0.2/24";
+	o->gw = "10.99.0.1";
+	o->task_stack = 65536;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			fputs(usage_text, stdout);
+			fputs(help_text, stdout);
+			exit(0);
+		} else if (strcmp(a, "-v") == 0) {
+			o->verbose++;
+		} else if (strcmp(a, "-q") == 0) {
+			o->quiet = 1;
+		} else if (strcmp(a, "--agree-tos") == 0) {
+			o->agree_tos = 1;
+		} else if (strcmp(a, "--renew-if-due") == 0) {
+			o->renew_if_due = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--directory")) != NULL) {
+			o->directory = v;
+		} else if ((v = opt_value(argc, argv, &i, "--ca-file")) != NULL) {
+			o->ca_file = v;
+		} else if ((v = opt_value(argc, argv, &i, "--contact")) != NULL) {
+			if (strncmp(v, "mailto:", 7) != 0)
+				die_usage("--contact wants mailto:ADDR", v);
+			o->contact = v;
+		} else if ((v = opt_value(argc, argv, &i, "--dns")) != NULL) {
+			if (o->dns_count == ACME_SMIME_MAX_IDENTIFIERS)
+				die_usage("too many identifiers", v);
+			if (v[0] == '\0')
+				die_usage("empty identifier", NULL);
+			o->dns[o->dns_count++] = v;
+		} else if ((v = opt_value(argc, argv, &i,
+				"--http01-listen-port")) != NULL) {
+			o->http01_port = (unsigned)parse_number(
+				"--http01-listen-port wants 1..65535", v, 1, 65535);
+		} else if ((v = opt_value(argc, argv, &i, "--host-map")) != NULL) {
+			add_host(o, v);
+		} else if ((v = opt_value(argc, argv, &i, "--tap")) != NULL) {
+			o->tap = v;
+		} else if ((v = opt_value(argc, argv, &i, "--ip")) != NULL) {
+			o->ip = v;
+		} else if ((v = opt_value(argc, argv, &i, "--gw")) != NULL) {
+			o->gw = v;
+		} else if ((v = opt_value(argc, argv, &i, "--store")) != NULL) {
+			o->store = v;
+		} else if ((v = opt_value(argc, argv, &i, "--out-cert")) != NULL) {
+			o->out_cert = v;
+		} else if ((v = opt_value(argc, argv, &i, "--out-key")) != NULL) {
+			o->out_key = v;
+		} else if ((v = opt_value(argc, argv, &i, "--task-stack")) != NULL) {
+			o->task_stack = parse_number("--task-stack wants 16384.."
+				"67108864 bytes", v, 16384, 67108864);
+		} else if (is_mail_option(a)) {
+			o->mail_option = a;
+			if (strchr(a, '=') == NULL && i + 1 < argc &&
+					argv[i + 1][0] != '-')
+				i++;
+		} else {
+			die_usage("unknown option", a);
+		}
+	}
+	if (o->mail_option != NULL) {
+		fprintf(stderr, "acme-smime-lwip: %s: email identifiers and the "
+			"POP3/SMTP options are not implemented yet\n",
+			o->mail_option);
+		exit(EXIT_USAGE);
+	}
+	if (o->directory == NULL)
+		die_usage("--directory is required", NULL);
+	if (strncmp(o->directory, "https://", 8) != 0)
+		die_usage("--directory wants an https:// URL", o->directory);
+	if (o->ca_file == NULL)
+		die_usage("--ca-file is required (the device has no system "
+			"trust store)", NULL);
+	if (o->dns_count == 0)
+		die_usage("give at least one --dns identifier", NULL);
+	if (o->store[0] == '\0')
+		die_usage("--store wants a file name", NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * The board's hooks: clocks, entropy, log (user is the struct
+ * acme_smime_lwip; this board keeps no context of its own)
+ * ---------------------------------------------------------------------- */
+
+static uint64_t
+board_unix_time(void *user)
+{
+	struct timespec ts;
+
+	(void)user;
+	/* Before 2020 the clock is not set: say unknown. */
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || ts.tv_sec < 1577836800)
+		return 0;
+	return (uint64_t)ts.tv_sec;
+}
+
+static uint64_t
+board_monotonic_ms(void *user)
+{
+	struct timespec ts;
+
+	(void)user;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int
+board_entropy(void *user, unsigned char *buf, size_t len)
+{
+	ssize_t n;
+
+	(void)user;
+	while (len > 0) {
+		n = getrandom(buf, len, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void
+board_log(void *user, int level, const char *msg)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	int max = opt.quiet ? ACME_SMIME_LOG_ERROR :
+		opt.verbose ? ACME_SMIME_LOG_DEBUG : ACME_SMIME_LOG_INFO;
+	struct timespec ts;
+	struct tm tm;
+	char stamp[32] = "";
+
+	(void)user;
+	if (level > max)
+		return;
+	if (clock_gettime(CLOCK_REALTIME, &ts) == 0 &&
+			gmtime_r(&ts.tv_sec, &tm) != NULL) {
+		size_t k = strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
+		snprintf(stamp + k, sizeof stamp - k, ".%03ld",
+			ts.tv_nsec / 1000000L);
+	}
+	fprintf(stderr, "%s acme-smime-lwip %s: %s\n", stamp,
+		level >= 0 && level <= 3 ? names[level] : "log", msg);
+}
+
+/* ------------------------------------------------------------------------
+ * Files (the host's; a board has none)
+ * ---------------------------------------------------------------------- */
+
+static size_t
+read_file(const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	if (f == NULL) {
+		fprintf(stderr, "acme-smime-lwip: %s: %s\n", path, strerror(errno));
+		exit(EXIT_USAGE);
+	}
+	n = fread(buf, 1, size, f);
+	if (ferror(f) || n == size) {
+		fprintf(stderr, "acme-smime-lwip: %s: %s\n", path,
+			ferror(f) ? strerror(errno) : "file too large");
+		exit(EXIT_USAGE);
+	}
+	fclose(f);
+	buf[n] = '\0';
+	return n;
+}
+
+static size_t
+load_trust_anchors(const char *path)
+{
+	size_t len = read_file(path, ca_pem, sizeof ca_pem);
+	int n = acme_smime_trust_anchors_from_pem(ca_pem, len, anchor_storage,
+		sizeof anchor_storage, anchors, MAX_ANCHORS);
+
+	if (n <= 0) {
+		fprintf(stderr, "acme-smime-lwip: %s: %s\n", path, n < 0 ?
+			acme_smime_strerror(n) : "no usable certificate");
+		exit(EXIT_USAGE);
+	}
+	return (size_t)n;
+}
+
+static void
+wipe(void *p, size_t len)
+{
+	volatile unsigned char *v = p;
+
+	while (len-- > 0)
+		*v++ = 0;
+}
+
+/* Write through a temporary file and rename(): never half a file. */
+static int
+write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	char tmp[4096];
+	const unsigned char *p = data;
+	int fd, n, err;
+
+	n = snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+	if (n < 0 || (size_t)n >= sizeof tmp) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_EXCL, mode);
+	if (fd < 0)
+		return -1;
+	if (fchmod(fd, mode) != 0)
+		goto fail;
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	if (fsync(fd) != 0)
+		goto fail;
+	if (close(fd) != 0) {
+		fd = -1;
+		goto fail;
+	}
+	if (rename(tmp, path) != 0) {
+		err = errno;
+		unlink(tmp);
+		errno = err;
+		return -1;
+	}
+	return 0;
+fail:
+	err = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	errno = err;
+	return -1;
+}
+
+static int
+write_outputs(void)
+{
+	static char stored[ACME_SMIME_STORE_MAX_CERT];
+	char pem[512];
+	const char *chain;
+	size_t len = 0;
+	int n;
+
+	chain = acme_smime_cert_chain(&ctx, &len);
+	if (chain == NULL && opt.out_cert != NULL) {
+		/* Not downloaded in this run (not due) or larger than the
+		 * work buffer: the store has it. */
+		acme_smime_cert_info info;
+		if (acme_smime_stored_cert(&store.flash, NULL, &info, NULL) == 1 &&
+				info.chain_len <= sizeof stored &&
+				acme_smime_stored_chain(&store.flash, 0, stored,
+				info.chain_len) == (int)info.chain_len) {
+			chain = stored;
+			len = info.chain_len;
+		}
+	}
+	if (opt.out_cert != NULL) {
+		if (chain == NULL || len == 0) {
+			fprintf(stderr, "acme-smime-lwip: no certificate chain to "
+				"write\n");
+			return EXIT_OTHER;
+		}
+		if (write_file_atomic(opt.out_cert, chain, len, 0644) != 0) {
+			fprintf(stderr, "acme-smime-lwip: %s: %s\n", opt.out_cert,
+				strerror(errno));
+			return EXIT_STORAGE;
+		}
+		progress("wrote %s (%lu bytes)", opt.out_cert, (unsigned long)len);
+	}
+	if (opt.out_key != NULL) {
+		const acme_smime_key *key = acme_smime_cert_key(&ctx);
+		n = key != NULL && key->type != 0 ?
+			acme_smime_key_to_pem(key, pem, sizeof pem) : -1;
+		if (n <= 0) {
+			fprintf(stderr, "acme-smime-lwip: no certificate key to "
+				"write\n");
+			return EXIT_OTHER;
+		}
+		if (write_file_atomic(opt.out_key, pem, (size_t)n, 0600) != 0) {
+			fprintf(stderr, "acme-smime-lwip: %s: %s\n", opt.out_key,
+				strerror(errno));
+			wipe(pem, sizeof pem);
+			return EXIT_STORAGE;
+		}
+		wipe(pem, sizeof pem);
+		progress("wrote %s", opt.out_key);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * lwIP bring-up: the tcpip thread, one netif on the tap device
+ * ---------------------------------------------------------------------- */
+
+static void
+tcpip_ready(void *arg)
+{
+	sys_sem_signal((sys_sem_t *)arg);
+}
+
+static int
+lwip_up(void)
+{
+	ip4_addr_t ip, mask, gw;
+	char addr[20];
+	const char *slash = strchr(opt.ip, '/');
+	unsigned long prefix = 24;
+	unsigned char seed[sizeof(unsigned)];
+	unsigned s = 0;
+	size_t i;
+	sys_sem_t sem;
+
+	if (slash != NULL) {
+		if ((size_t)(slash - opt.ip) >= sizeof addr)
+			die_usage("--ip wants ADDR/PREFIX", opt.ip);
+		memcpy(addr, opt.ip, (size_t)(slash - opt.ip));
+		addr[slash - opt.ip] = '\0';
+		prefix = parse_number("--ip wants ADDR/PREFIX (prefix 1..32)",
+			slash + 1, 1, 32);
+	} else {
+		snprintf(addr, sizeof addr, "%s", opt.ip);
+	}
+	if (!ip4addr_aton(addr, &ip))
+		die_usage("--ip wants an IPv4 address", opt.ip);
+	if (!ip4addr_aton(opt.gw, &gw))
+		die_usage("--gw wants an IPv4 address", opt.gw);
+	ip4_addr_set_u32(&mask, lwip_htonl(prefix == 32 ? 0xffffffffu :
+		~(0xffffffffu >> prefix)));
+
+	/* lwIP's LWIP_RAND() is rand() in this build: it picks the local
+	 * ports and the initial sequence numbers, so it must not repeat
+	 * from one run to the next. */
+	if (board_entropy(NULL, seed, sizeof seed) == 0)
+		for (i = 0; i < sizeof seed; i++)
+			s = s << 8 | seed[i];
+	srand(s ^ (unsigned)getpid());
+
+	if (sys_sem_new(&sem, 0) != ERR_OK)
+		return -1;
+	tcpip_init(tcpip_ready, &sem);
+	sys_arch_sem_wait(&sem, 0);
+	sys_sem_free(&sem);
+
+	tapdev_configure(opt.tap, NULL);
+	LOCK_TCPIP_CORE();
+	if (netif_add(&nif, &ip, &mask, &gw, NULL, tapdev_init,
+			tcpip_input) == NULL) {
+		UNLOCK_TCPIP_CORE();
+		fprintf(stderr, "acme-smime-lwip: cannot bring up lwIP on %s\n",
+			opt.tap);
+		return -1;
+	}
+	netif_set_default(&nif);
+	netif_set_link_up(&nif);
+	netif_set_up(&nif);
+	UNLOCK_TCPIP_CORE();
+	progress("lwIP %s up on %s: %s/%lu via %s", LWIP_VERSION_STRING,
+		opt.tap, addr, prefix, opt.gw);
+	return 0;
+}
+
+/* Peak stack of lwIP's tcpip thread, measured on that thread. */
+struct stack_probe {
+	sys_sem_t done;
+	size_t used, size;
+};
+
+static void
+tcpip_stack_probe(void *arg)
+{
+	struct stack_probe *sp = arg;
+
+	sp->used = host_thread_stack_used(&sp->size);
+	sys_sem_signal(&sp->done);
+}
+
+static void
+report_tcpip_stack(size_t *used, size_t *size)
+{
+	struct stack_probe sp;
+
+	*used = *size = 0;
+	if (sys_sem_new(&sp.done, 0) != ERR_OK)
+		return;
+	sp.used = sp.size = 0;
+	if (tcpip_callback(tcpip_stack_probe, &sp) == ERR_OK)
+		sys_arch_sem_wait(&sp.done, 0);
+	sys_sem_free(&sp.done);
+	*used = sp.used;
+	*size = sp.size;
+}
+
+/* ------------------------------------------------------------------------
+ * The application task: the enrollment, through the lwIP port
+ * ---------------------------------------------------------------------- */
+
+static int
+exit_code_of(int code)
+{
+	switch (code) {
+	case ACME_SMIME_ERR_TLS:
+		return EXIT_TLS;
+	case ACME_SMIME_ERR_NET:
+	case ACME_SMIME_ERR_HTTP:
+		return EXIT_NET;
+	case ACME_SMIME_ERR_ACME:
+	case ACME_SMIME_ERR_STATE:
+		return EXIT_ACME;
+	case ACME_SMIME_ERR_MAIL:
+		return EXIT_MAIL;
+	case ACME_SMIME_ERR_STORE:
+		return EXIT_STORAGE;
+	case ACME_SMIME_ERR_INVALID:
+		return EXIT_USAGE;
+	default:
+		return EXIT_OTHER;
+	}
+}
+
+static int
+report_failure(int r)
+{
+	const acme_smime_error *e = acme_smime_last_error(&ctx);
+	int code = e != NULL && e->code != 0 ? e->code : r;
+
+	fprintf(stderr, "acme-smime-lwip: failed in state %s: %s\n",
+		last_state, acme_smime_strerror(code));
+	if (e != NULL) {
+		if (e->text[0] != '\0')
+			fprintf(stderr, "acme-smime-lwip:   %s\n", e->text);
+		if (e->http_status != 0)
+			fprintf(stderr, "acme-smime-lwip:   HTTP status %d\n",
+				e->http_status);
+		if (e->problem_type[0] != '\0')
+			fprintf(stderr, "acme-smime-lwip:   ACME problem %s: %s\n",
+				e->problem_type, e->problem_detail);
+	}
+	return exit_code_of(code);
+}
+
+/* acme_smime_run() with a progress line on every state change and wait:
+ * what a board's task loop looks like (it could also wait on other
+ * events between steps). */
+static int
+drive(void)
+{
+	const char *state = "", *now_state;
+	int r, handle, events, account_shown = 0;
+
+	for (;;) {
+		r = acme_smime_step(&ctx);
+		now_state = acme_smime_state_name(&ctx);
+		if (now_state != NULL && strcmp(now_state, state) != 0) {
+			state = now_state;
+			if (r >= 0)
+				last_state = state;
+			progress("state %s", state);
+		}
+		if (!account_shown) {
+			const char *url = acme_smime_account_url(&ctx);
+			if (url != NULL && url[0] != '\0') {
+				progress("account %s", url);
+				account_shown = 1;
+			}
+		}
+		switch (r) {
+		case ACME_SMIME_AGAIN:
+			break;
+		case ACME_SMIME_WANT_IO:
+			handle = acme_smime_io(&ctx, &events);
+			if (ports.net_wait(ports.user, handle, events,
+					IO_SLICE_MS) < 0)
+				progress("wait on the socket failed");
+			break;
+		case ACME_SMIME_WANT_TIME: {
+			uint64_t wake = acme_smime_wake_ms(&ctx);
+			uint64_t now = ports.monotonic_ms(ports.user);
+			if (wake > now) {
+				uint64_t ms = wake - now;
+				progress("wait %lu.%03lu s before %s",
+					(unsigned long)(ms / 1000u),
+					(unsigned long)(ms % 1000u), state);
+				ports.sleep_ms(ports.user,
+					ms > 0xffffffffu ? 0xffffffffu : (uint32_t)ms);
+			}
+			break;
+		}
+		case ACME_SMIME_DONE:
+			return r;
+		default:
+			return r < 0 ? r : ACME_SMIME_ERR_STATE;
+		}
+	}
+}
+
+static void *
+app_main(void *arg)
+{
+	int r;
+
+	(void)arg;
+	r = acme_smime_init(&ctx, &cfg, &ports, work, sizeof work, NULL);
+	if (r == ACME_SMIME_OK)
+		r = drive();
+	task_result = r;
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * main
+ * ---------------------------------------------------------------------- */
+
+static size_t
+net_of(size_t peak, size_t base)
+{
+	return peak > base ? peak - base : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct tapdev_stats ts;
+	const acme_smime_stats *st;
+	size_t n_anchors, i, tcpip_used, tcpip_size, base_task, base_thread;
+	uint64_t t0;
+	int rc;
+
+	parse_args(argc, argv, &opt);
+	n_anchors = load_trust_anchors(opt.ca_file);
+
+	for (i = 0; i < opt.dns_count; i++) {
+		ids[i].type = ACME_SMIME_ID_DNS;
+		ids[i].value = opt.dns[i];
+	}
+	cfg.directory_url = opt.directory;
+	cfg.identifiers = ids;
+	cfg.identifier_count = opt.dns_count;
+	cfg.contact = opt.contact;
+	cfg.agree_tos = opt.agree_tos;
+	cfg.key_usage = ACME_SMIME_KU_DUAL;
+	cfg.trust_anchors = anchors;
+	cfg.trust_anchor_count = n_anchors;
+	cfg.force_renew = !opt.renew_if_due;
+
+	if (lwip_up() != 0)
+		return EXIT_OTHER;
+
+	/* The port: network hooks on lwIP sockets; the board adds its own. */
+	acme_smime_lwip_init(&lw, &ports);
+	lw.hosts = opt.hosts;
+	lw.host_count = opt.host_count;
+	ports.unix_time = board_unix_time;
+	ports.monotonic_ms = board_monotonic_ms;
+	ports.entropy = board_entropy;
+	ports.log = board_log;
+	if (opt.http01_port != 0) {
+		if (acme_smime_lwip_http01_listen(&lw, opt.http01_port) != 0)
+			return EXIT_NET;
+		progress("http-01 responder on lwIP port %u", opt.http01_port);
+	} else {
+		progress("no --http01-listen-port: a pending http-01 challenge "
+			"cannot be answered");
+	}
+	if (flash_file_open(&store, opt.store, STORE_SIZE, STORE_SECTOR,
+			STORE_PROGRAM_UNIT) != 0) {
+		fprintf(stderr, "acme-smime-lwip: --store %s: %s\n", opt.store,
+			strerror(errno));
+		return EXIT_STORAGE;
+	}
+	ports.flash = &store.flash;
+
+	t0 = board_monotonic_ms(NULL);
+	if (host_task_start(&app_task, opt.task_stack, app_main, NULL) != 0 ||
+			host_task_join(&app_task) != 0) {
+		fprintf(stderr, "acme-smime-lwip: cannot run the application "
+			"task\n");
+		return EXIT_OTHER;
+	}
+	if (task_result == ACME_SMIME_DONE) {
+		progress("certificate obtained in %lu ms",
+			(unsigned long)(board_monotonic_ms(NULL) - t0));
+		rc = write_outputs();
+	} else {
+		rc = report_failure(task_result);
+	}
+
+	st = acme_smime_get_stats(&ctx);
+	tapdev_get_stats(&ts);
+	report_tcpip_stack(&tcpip_used, &tcpip_size);
+	if (st != NULL)
+		progress("stats: %u TLS handshakes, %u HTTP requests, %u badNonce "
+			"retries, %u TCP connections, %u http-01 answers; tap "
+			"%lu frames in (%lu bytes), %lu out (%lu bytes)",
+			st->tls_handshakes, st->http_requests,
+			st->bad_nonce_retries, lw.connections, lw.http01_served,
+			ts.rx_frames, ts.rx_bytes, ts.tx_frames, ts.tx_bytes);
+	/* Peak stack use of each thread, less what glibc puts on any thread's
+	 * stack (descriptor, TLS: base_task / base_thread bytes). */
+	base_task = host_task_baseline();
+	base_thread = host_thread_baseline();
+	progress("stack: application task %lu bytes, lwIP tcpip thread ~%lu, "
+		"tap reader %lu (peaks less glibc's %lu/%lu per thread; task "
+		"stack %lu)",
+		(unsigned long)net_of(host_task_peak(&app_task), base_task),
+		(unsigned long)net_of(tcpip_used, base_thread),
+		(unsigned long)net_of(ts.rx_stack_peak, base_task),
+		(unsigned long)base_task, (unsigned long)base_thread,
+		(unsigned long)app_task.size);
+	progress("ram: acme_smime_ctx %lu, work buffer %lu, struct "
+		"acme_smime_lwip %lu, acme_smime_ports %lu, %lu trust anchors "
+		"%lu (+ their names and keys)",
+		(unsigned long)sizeof ctx, (unsigned long)sizeof work,
+		(unsigned long)sizeof lw, (unsigned long)sizeof ports,
+		(unsigned long)n_anchors,
+		(unsigned long)(n_anchors * sizeof anchors[0]));
+
+	acme_smime_lwip_close(&lw);
+	flash_file_close(&store);
+	wipe(&ctx, sizeof ctx);
+	wipe(work, sizeof work);
+	/* Give lwIP a moment to send the FINs, then stop the driver. No
+	 * tcpip shutdown exists in lwIP: the process simply ends. */
+	sys_msleep(50);
+	tapdev_stop();
+	return rc;
+}
