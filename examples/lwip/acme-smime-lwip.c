@@ -12,17 +12,26 @@
  *       --agree-tos --dns a.example.test --http01-listen-port 5002 \
  *       --store dev.flash --out-cert cert.pem
  *
- * This lwIP build has no DNS: every host name of a URL (the directory and
- * whatever the server's URLs name) needs a --host-map NAME=IP entry, or
- * must be an IP literal. The name itself stays the TLS server name (SNI)
- * and the name the server certificate is checked against.
+ *   ip netns exec NS acme-smime-lwip ... --host-map mail.test=10.99.0.1 \
+ *       --directory https://10.99.0.1:14000/directory --ca-file ca.pem \
+ *       --agree-tos --email device@mail.test \
+ *       --pop3 mail.test:11110 --pop3-tls starttls --pop3-user U \
+ *       --pop3-pass-file F --smtp mail.test:10587 --smtp-tls starttls \
+ *       --smtp-user U --smtp-pass-file F --mail-ca-file mail-ca.pem ...
  *
- * Today's library validates dns identifiers with http-01 (the port's
- * responder answers on --http01-listen-port, on every lwIP address).
- * Email identifiers (RFC 8823: POP3 + SMTP) come with the library's mail
- * flow; their options are recognised and refused for now (see
- * "Mail, later" below: the mail servers will be reached through the same
- * net hooks and host table).
+ * This lwIP build has no DNS: every host name of a URL (the directory and
+ * whatever the server's URLs name) and of --pop3 / --smtp needs a
+ * --host-map NAME=IP entry, or must be an IP literal. The name itself
+ * stays the TLS server name (SNI) and the name the server certificate is
+ * checked against.
+ *
+ * dns identifiers are validated with http-01 (the port's responder
+ * answers on --http01-listen-port, on every lwIP address); email
+ * identifiers (RFC 8823) by the library's own POP3 and SMTP clients, which
+ * reach the mail servers through the same net hooks and host table. The
+ * mail options are those of acme-smime-enroll; passwords come from
+ * --pop3-pass-file / --smtp-pass-file or ACME_SMIME_POP3_PASS /
+ * ACME_SMIME_SMTP_PASS, never from the command line.
  *
  * Exit status, as acme-smime-enroll: 0 certificate obtained and written,
  * 2 usage, 3 TLS, 4 network, 5 ACME problem, 6 mail, 7 storage, 8 other
@@ -68,6 +77,7 @@
 #define MAX_ANCHORS     32
 #define ANCHOR_STORAGE  (16u * 1024u)
 #define MAX_HOSTS       8
+#define MAX_PASSWORD    256
 
 /* The store file: simulated NOR flash, as large as the store needs. */
 #define STORE_SIZE         ACME_SMIME_STORE_SIZE(4096u, 16u)
@@ -79,7 +89,11 @@
 
 static const char usage_text[] =
 "usage: acme-smime-lwip --directory URL --ca-file PEM [--agree-tos] [--contact mailto:ADDR]\n"
-"    --dns NAME... [--http01-listen-port PORT] [--host-map NAME=IP]...\n"
+"    [--dns NAME]... [--http01-listen-port PORT] [--host-map NAME=IP]...\n"
+"    [--email ADDR]... [--pop3 HOST:PORT --pop3-tls none|starttls|implicit --pop3-user U]\n"
+"    [--smtp HOST:PORT --smtp-tls none|starttls|implicit --smtp-user U] [--mail-ca-file PEM]\n"
+"    [--token-concat string|bytes] [--reply-grace SECONDS] [--mail-policy strict|unsigned-ok]\n"
+"    [--mail-poll SECONDS] [--mail-wait SECONDS]\n"
 "    [--tap IFNAME] [--ip ADDR/PREFIX] [--gw ADDR]\n"
 "    [--store FILE] [--out-cert FILE] [--out-key FILE] [--renew-if-due]\n"
 "    [--task-stack BYTES] [-v] [-q]\n";
@@ -87,7 +101,9 @@ static const char usage_text[] =
 static const char help_text[] =
 "\n"
 "Get a certificate from an ACME (RFC 8555) server through lwIP on a tap\n"
-"device (run it inside the network namespace that holds the tap device).\n"
+"device (run it inside the network namespace that holds the tap device):\n"
+"an S/MIME certificate for --email identifiers (RFC 8823), a TLS one for\n"
+"--dns names.\n"
 "\n"
 "  --directory URL        the ACME directory (https://...)\n"
 "  --ca-file PEM          trust anchors for the ACME server's TLS certificate\n"
@@ -97,7 +113,25 @@ static const char help_text[] =
 "  --dns NAME             a dns identifier (repeatable), validated with http-01\n"
 "  --http01-listen-port P serve http-01 key authorizations on lwIP port P\n"
 "  --host-map NAME=IP     connect to IP for host NAME (repeatable); NAME stays\n"
-"                         the TLS server name. lwIP here has no DNS.\n"
+"                         the TLS server name. lwIP here has no DNS: the\n"
+"                         ACME, POP3 and SMTP hosts all need an entry unless\n"
+"                         they are IP literals\n"
+"  --email ADDR           an email identifier (RFC 8823; repeatable), validated by\n"
+"                         answering the CA's challenge mail (POP3 in, SMTP out)\n"
+"  --pop3 HOST:PORT, --pop3-tls MODE, --pop3-user U, --pop3-pass-file F\n"
+"  --smtp HOST:PORT, --smtp-tls MODE, --smtp-user U, --smtp-pass-file F\n"
+"                         MODE none|starttls|implicit (default starttls)\n"
+"  --mail-ca-file PEM     trust anchors for the mail servers (needed unless\n"
+"                         both modes are none: the device has no system store)\n"
+"  --token-concat string|bytes, --reply-grace SECONDS,\n"
+"  --mail-poll SECONDS    how often the mailbox is checked for the challenge\n"
+"                         mail (default 10)\n"
+"  --mail-wait SECONDS    how long to wait for it before giving up (default 600)\n"
+"  --mail-policy strict|unsigned-ok  strict (default) needs a DKIM or S/MIME\n"
+"                         signature on the challenge mail; unsigned-ok does not\n"
+"                         mail passwords come from ACME_SMIME_POP3_PASS and\n"
+"                         ACME_SMIME_SMTP_PASS or the --*-pass-file options,\n"
+"                         never from the command line\n"
 "  --tap IFNAME           the tap device (default tap0)\n"
 "  --ip ADDR/PREFIX       lwIP's address (default 10.99.0.2/24)\n"
 "  --gw ADDR              lwIP's gateway (default 10.99.0.1)\n"
@@ -107,8 +141,6 @@ static const char help_text[] =
 "  --renew-if-due         enroll only when no certificate is stored or it is due\n"
 "  --task-stack BYTES     stack of the application task (default 65536); the\n"
 "                         peak use is printed at the end\n"
-"  --email, --pop3, --smtp and the other mail options of acme-smime-enroll:\n"
-"                         not implemented yet (RFC 8823 mail flow)\n"
 "  -v                     verbose (library debug log); -q: errors only\n"
 "\n"
 "Exit status: 0 success, 2 usage, 3 TLS, 4 network, 5 ACME problem from the\n"
@@ -127,10 +159,15 @@ struct options {
 	int renew_if_due;
 	size_t task_stack;
 	int verbose, quiet;
-	/* Mail, later: --email identifiers, --pop3/--smtp HOST:PORT (names
-	 * resolved through the same host table), TLS modes, users, password
-	 * files, --mail-ca-file. Recognised now only to refuse them. */
-	const char *mail_option;
+	/* RFC 8823: the host names of --pop3 / --smtp go through the same
+	 * host table as the ACME server's. */
+	const char *email[ACME_SMIME_MAX_IDENTIFIERS];
+	size_t email_count;
+	const char *pop3, *pop3_tls, *pop3_user, *pop3_pass_file;
+	const char *smtp, *smtp_tls, *smtp_user, *smtp_pass_file;
+	const char *mail_ca_file, *token_concat, *mail_policy;
+	long reply_grace, mail_poll, mail_wait;
+	int mail_used;   /* a mail option was given */
 };
 
 /* Everything large is static, as on a board. */
@@ -138,6 +175,10 @@ static struct options opt;
 static char ca_pem[MAX_CA_PEM];
 static unsigned char anchor_storage[ANCHOR_STORAGE];
 static br_x509_trust_anchor anchors[MAX_ANCHORS];
+static unsigned char mail_anchor_storage[ANCHOR_STORAGE];
+static br_x509_trust_anchor mail_anchors[MAX_ANCHORS];
+static char pop3_host[256], smtp_host[256];
+static char pop3_pass[MAX_PASSWORD], smtp_pass[MAX_PASSWORD];
 static unsigned char work[ACME_SMIME_WORKBUF_SIZE];
 static acme_smime_ctx ctx;
 static acme_smime_identifier ids[ACME_SMIME_MAX_IDENTIFIERS];
@@ -247,20 +288,36 @@ add_host(struct options *o, const char *v)
 	o->host_count++;
 }
 
-/* Options of acme-smime-enroll that belong to the RFC 8823 mail flow. */
-static int
-is_mail_option(const char *a)
+static void
+add_identifier(const char **list, size_t *count, size_t other,
+	const char *v)
 {
-	static const char *const names[] = {
-		"--email", "--pop3", "--smtp", "--mail-ca-file",
-		"--token-concat", "--reply-grace", "--mail-policy", NULL
-	};
-	size_t i;
+	if (*count + other >= ACME_SMIME_MAX_IDENTIFIERS)
+		die_usage("too many identifiers (limit ACME_SMIME_MAX_IDENTIFIERS)",
+			v);
+	if (v[0] == '\0')
+		die_usage("empty identifier", NULL);
+	list[(*count)++] = v;
+}
 
-	for (i = 0; names[i] != NULL; i++)
-		if (strncmp(a, names[i], strlen(names[i])) == 0)
-			return 1;
-	return 0;
+static int
+one_of(const char *v, const char *a, const char *b, const char *c)
+{
+	return strcmp(v, a) == 0 || strcmp(v, b) == 0 ||
+		(c != NULL && strcmp(v, c) == 0);
+}
+
+static int
+host_port_ok(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port;
+
+	if (colon == NULL || colon == s)
+		return 0;
+	port = strtol(colon + 1, &end, 10);
+	return *end == '\0' && end != colon + 1 && port > 0 && port <= 65535;
 }
 
 static void
@@ -275,6 +332,9 @@ parse_args(int argc, char **argv, struct options *o)
 	o->ip = "10.99.0.2/24";
 	o->gw = "10.99.0.1";
 	o->task_stack = 65536;
+	o->reply_grace = -1;
+	o->mail_poll = -1;
+	o->mail_wait = -1;
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -298,11 +358,71 @@ parse_args(int argc, char **argv, struct options *o)
 				die_usage("--contact wants mailto:ADDR", v);
 			o->contact = v;
 		} else if ((v = opt_value(argc, argv, &i, "--dns")) != NULL) {
-			if (o->dns_count == ACME_SMIME_MAX_IDENTIFIERS)
-				die_usage("too many identifiers", v);
-			if (v[0] == '\0')
-				die_usage("empty identifier", NULL);
-			o->dns[o->dns_count++] = v;
+			add_identifier(o->dns, &o->dns_count, o->email_count, v);
+		} else if ((v = opt_value(argc, argv, &i, "--email")) != NULL) {
+			add_identifier(o->email, &o->email_count, o->dns_count, v);
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--pop3")) != NULL) {
+			if (!host_port_ok(v))
+				die_usage("--pop3 wants HOST:PORT", v);
+			o->pop3 = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--pop3-tls")) != NULL) {
+			if (!one_of(v, "none", "starttls", "implicit"))
+				die_usage("--pop3-tls wants none|starttls|implicit", v);
+			o->pop3_tls = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--pop3-user")) != NULL) {
+			o->pop3_user = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i,
+				"--pop3-pass-file")) != NULL) {
+			o->pop3_pass_file = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--smtp")) != NULL) {
+			if (!host_port_ok(v))
+				die_usage("--smtp wants HOST:PORT", v);
+			o->smtp = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--smtp-tls")) != NULL) {
+			if (!one_of(v, "none", "starttls", "implicit"))
+				die_usage("--smtp-tls wants none|starttls|implicit", v);
+			o->smtp_tls = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--smtp-user")) != NULL) {
+			o->smtp_user = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i,
+				"--smtp-pass-file")) != NULL) {
+			o->smtp_pass_file = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i,
+				"--mail-ca-file")) != NULL) {
+			o->mail_ca_file = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i,
+				"--token-concat")) != NULL) {
+			if (!one_of(v, "string", "bytes", NULL))
+				die_usage("--token-concat wants string|bytes", v);
+			o->token_concat = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--reply-grace")) != NULL) {
+			o->reply_grace = (long)parse_number("--reply-grace wants "
+				"seconds (0..2592000)", v, 0, 86400uL * 30);
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--mail-poll")) != NULL) {
+			o->mail_poll = (long)parse_number("--mail-poll wants "
+				"seconds (1..2592000)", v, 1, 86400uL * 30);
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--mail-wait")) != NULL) {
+			o->mail_wait = (long)parse_number("--mail-wait wants "
+				"seconds (1..2592000)", v, 1, 86400uL * 30);
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--mail-policy")) != NULL) {
+			if (!one_of(v, "strict", "unsigned-ok", NULL))
+				die_usage("--mail-policy wants strict|unsigned-ok", v);
+			o->mail_policy = v;
+			o->mail_used = 1;
 		} else if ((v = opt_value(argc, argv, &i,
 				"--http01-listen-port")) != NULL) {
 			o->http01_port = (unsigned)parse_number(
@@ -324,20 +444,15 @@ parse_args(int argc, char **argv, struct options *o)
 		} else if ((v = opt_value(argc, argv, &i, "--task-stack")) != NULL) {
 			o->task_stack = parse_number("--task-stack wants 16384.."
 				"67108864 bytes", v, 16384, 67108864);
-		} else if (is_mail_option(a)) {
-			o->mail_option = a;
-			if (strchr(a, '=') == NULL && i + 1 < argc &&
-					argv[i + 1][0] != '-')
-				i++;
+		} else if (strncmp(a, "--pop3-pass", 11) == 0 ||
+				strncmp(a, "--smtp-pass", 11) == 0 ||
+				strncmp(a, "--password", 10) == 0) {
+			die_usage("passwords are never taken from the command line; "
+				"use ACME_SMIME_POP3_PASS / ACME_SMIME_SMTP_PASS or "
+				"--pop3-pass-file / --smtp-pass-file", NULL);
 		} else {
 			die_usage("unknown option", a);
 		}
-	}
-	if (o->mail_option != NULL) {
-		fprintf(stderr, "acme-smime-lwip: %s: email identifiers and the "
-			"POP3/SMTP options are not implemented yet\n",
-			o->mail_option);
-		exit(EXIT_USAGE);
 	}
 	if (o->directory == NULL)
 		die_usage("--directory is required", NULL);
@@ -346,8 +461,13 @@ parse_args(int argc, char **argv, struct options *o)
 	if (o->ca_file == NULL)
 		die_usage("--ca-file is required (the device has no system "
 			"trust store)", NULL);
-	if (o->dns_count == 0)
-		die_usage("give at least one --dns identifier", NULL);
+	if (o->dns_count + o->email_count == 0)
+		die_usage("give at least one --dns or --email identifier", NULL);
+	if (o->email_count == 0 && o->mail_used)
+		die_usage("mail options need --email", NULL);
+	if (o->email_count > 0 && (o->pop3 == NULL || o->smtp == NULL ||
+			o->pop3_user == NULL))
+		die_usage("--email needs --pop3, --pop3-user and --smtp", NULL);
 	if (o->store[0] == '\0')
 		die_usage("--store wants a file name", NULL);
 }
@@ -448,11 +568,12 @@ read_file(const char *path, char *buf, size_t size)
 }
 
 static size_t
-load_trust_anchors(const char *path)
+load_anchors_into(const char *path, unsigned char *storage,
+	size_t storage_size, br_x509_trust_anchor *tas, size_t max)
 {
 	size_t len = read_file(path, ca_pem, sizeof ca_pem);
-	int n = acme_smime_trust_anchors_from_pem(ca_pem, len, anchor_storage,
-		sizeof anchor_storage, anchors, MAX_ANCHORS);
+	int n = acme_smime_trust_anchors_from_pem(ca_pem, len, storage,
+		storage_size, tas, max);
 
 	if (n <= 0) {
 		fprintf(stderr, "acme-smime-lwip: %s: %s\n", path, n < 0 ?
@@ -460,6 +581,119 @@ load_trust_anchors(const char *path)
 		exit(EXIT_USAGE);
 	}
 	return (size_t)n;
+}
+
+static size_t
+load_trust_anchors(const char *path)
+{
+	return load_anchors_into(path, anchor_storage, sizeof anchor_storage,
+		anchors, MAX_ANCHORS);
+}
+
+/* ------------------------------------------------------------------------
+ * RFC 8823: the mail servers (a board has these in its configuration)
+ * ---------------------------------------------------------------------- */
+
+/* A password from a file (first line) or the environment, never argv. */
+static const char *
+load_password(const char *env, const char *file, char *buf, size_t size)
+{
+	const char *v = getenv(env);
+	size_t n;
+
+	if (file != NULL) {
+		n = read_file(file, buf, size);
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+			buf[--n] = '\0';
+		return buf;
+	}
+	if (v != NULL) {
+		n = strlen(v);
+		if (n >= size)
+			die_usage("password too long in", env);
+		memcpy(buf, v, n + 1);
+		return buf;
+	}
+	return NULL;
+}
+
+static int
+tls_mode(const char *v)
+{
+	if (v == NULL || strcmp(v, "starttls") == 0)
+		return ACME_SMIME_TLS_STARTTLS;
+	return strcmp(v, "implicit") == 0 ? ACME_SMIME_TLS_IMPLICIT :
+		ACME_SMIME_TLS_NONE;
+}
+
+/* HOST:PORT into a static host copy and a port (checked by the parser). */
+static void
+split_host_port(const char *v, char *host, size_t size, unsigned *port)
+{
+	const char *colon = strrchr(v, ':');
+	size_t n = colon != NULL ? (size_t)(colon - v) : 0;
+
+	if (colon == NULL || n == 0 || n >= size)
+		die_usage("wants HOST:PORT", v);
+	memcpy(host, v, n);
+	host[n] = '\0';
+	*port = (unsigned)strtoul(colon + 1, NULL, 10);
+}
+
+/* The RFC 8823 part of the configuration. The host names stay names: the
+ * port maps them with the host table at connect time, and each is the
+ * TLS server name of its connection. */
+static void
+setup_mail(acme_smime_config *c)
+{
+	if (opt.email_count == 0)
+		return;
+	split_host_port(opt.pop3, pop3_host, sizeof pop3_host, &c->pop3.port);
+	c->pop3.host = pop3_host;
+	c->pop3.tls = tls_mode(opt.pop3_tls);
+	c->pop3.user = opt.pop3_user;
+	c->pop3.password = load_password("ACME_SMIME_POP3_PASS",
+		opt.pop3_pass_file, pop3_pass, sizeof pop3_pass);
+	if (c->pop3.password == NULL)
+		die_usage("no POP3 password: set ACME_SMIME_POP3_PASS or "
+			"--pop3-pass-file", NULL);
+	split_host_port(opt.smtp, smtp_host, sizeof smtp_host, &c->smtp.port);
+	c->smtp.host = smtp_host;
+	c->smtp.tls = tls_mode(opt.smtp_tls);
+	c->smtp.user = opt.smtp_user;
+	if (opt.smtp_user != NULL) {
+		c->smtp.password = load_password("ACME_SMIME_SMTP_PASS",
+			opt.smtp_pass_file, smtp_pass, sizeof smtp_pass);
+		if (c->smtp.password == NULL)
+			die_usage("no SMTP password: set ACME_SMIME_SMTP_PASS or "
+				"--smtp-pass-file", NULL);
+	}
+	if (opt.mail_ca_file != NULL) {
+		c->mail_trust_anchors = mail_anchors;
+		c->mail_trust_anchor_count = load_anchors_into(opt.mail_ca_file,
+			mail_anchor_storage, sizeof mail_anchor_storage,
+			mail_anchors, MAX_ANCHORS);
+	} else if (c->pop3.tls != ACME_SMIME_TLS_NONE ||
+			c->smtp.tls != ACME_SMIME_TLS_NONE) {
+		die_usage("--mail-ca-file is required for TLS to the mail "
+			"servers (the device has no system trust store)", NULL);
+	}
+	c->token_concat = opt.token_concat != NULL &&
+		strcmp(opt.token_concat, "bytes") == 0 ?
+		ACME_SMIME_CONCAT_BYTES : ACME_SMIME_CONCAT_STRING;
+	if (opt.reply_grace >= 0)
+		c->reply_grace_s = opt.reply_grace > 0 ?
+			(uint32_t)opt.reply_grace : 1;
+	if (opt.mail_poll > 0)
+		c->mail_poll_s = (uint32_t)opt.mail_poll;
+	if (opt.mail_wait > 0)
+		c->mail_wait_s = (uint32_t)opt.mail_wait;
+	if (opt.mail_policy != NULL &&
+			strcmp(opt.mail_policy, "unsigned-ok") == 0) {
+		c->mail_policy = ACME_SMIME_MAIL_ALLOW_UNSIGNED;
+		progress("warning: --mail-policy unsigned-ok: challenge mails "
+			"are not checked for a DKIM or S/MIME signature");
+	}
 }
 
 static void
@@ -821,15 +1055,20 @@ main(int argc, char **argv)
 		ids[i].type = ACME_SMIME_ID_DNS;
 		ids[i].value = opt.dns[i];
 	}
+	for (i = 0; i < opt.email_count; i++) {
+		ids[opt.dns_count + i].type = ACME_SMIME_ID_EMAIL;
+		ids[opt.dns_count + i].value = opt.email[i];
+	}
 	cfg.directory_url = opt.directory;
 	cfg.identifiers = ids;
-	cfg.identifier_count = opt.dns_count;
+	cfg.identifier_count = opt.dns_count + opt.email_count;
 	cfg.contact = opt.contact;
 	cfg.agree_tos = opt.agree_tos;
 	cfg.key_usage = ACME_SMIME_KU_DUAL;
 	cfg.trust_anchors = anchors;
 	cfg.trust_anchor_count = n_anchors;
 	cfg.force_renew = !opt.renew_if_due;
+	setup_mail(&cfg);
 
 	if (lwip_up() != 0)
 		return EXIT_OTHER;
@@ -846,7 +1085,7 @@ main(int argc, char **argv)
 		if (acme_smime_lwip_http01_listen(&lw, opt.http01_port) != 0)
 			return EXIT_NET;
 		progress("http-01 responder on lwIP port %u", opt.http01_port);
-	} else {
+	} else if (opt.dns_count > 0) {
 		progress("no --http01-listen-port: a pending http-01 challenge "
 			"cannot be answered");
 	}
@@ -897,16 +1136,21 @@ main(int argc, char **argv)
 		(unsigned long)app_task.size);
 	progress("ram: acme_smime_ctx %lu, work buffer %lu, struct "
 		"acme_smime_lwip %lu, acme_smime_ports %lu, %lu trust anchors "
-		"%lu (+ their names and keys)",
+		"%lu (+ their names and keys), %lu mail trust anchors %lu",
 		(unsigned long)sizeof ctx, (unsigned long)sizeof work,
 		(unsigned long)sizeof lw, (unsigned long)sizeof ports,
 		(unsigned long)n_anchors,
-		(unsigned long)(n_anchors * sizeof anchors[0]));
+		(unsigned long)(n_anchors * sizeof anchors[0]),
+		(unsigned long)cfg.mail_trust_anchor_count,
+		(unsigned long)(cfg.mail_trust_anchor_count *
+		sizeof mail_anchors[0]));
 
 	acme_smime_lwip_close(&lw);
 	flash_file_close(&store);
 	wipe(&ctx, sizeof ctx);
 	wipe(work, sizeof work);
+	wipe(pop3_pass, sizeof pop3_pass);
+	wipe(smtp_pass, sizeof smtp_pass);
 	/* Give lwIP a moment to send the FINs, then stop the driver. No
 	 * tcpip shutdown exists in lwIP: the process simply ends. */
 	sys_msleep(50);

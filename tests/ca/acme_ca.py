@@ -61,6 +61,8 @@ ERR = 'urn:ietf:params:acme:error:'
 KNOBS = [
     # where things are
     ('CA_HOST', '127.0.0.1', 'address to listen on (also the host in every URL)'),
+    ('CA_TLS_NAMES', '', 'comma list of extra names for the HTTPS certificate (made at the first start): '
+                         'each a dNSName, an IP literal also an iPAddress (e.g. 10.99.0.1,ca.test)'),
     ('CA_PORT', '14000', 'HTTPS port'),
     ('CA_ADDR', 'ca@acme.test', "the CA's mailbox: `from` of the challenges, From: of the challenge mails"),
     ('CA_FROM_TAG', '0', '1 = per-challenge `from` ca+<challenge id>@domain (RFC 8823 example style)'),
@@ -485,6 +487,16 @@ class PKI:
             except ValueError:
                 if cfg.host != 'localhost':
                     sans.append(x509.DNSName(cfg.host))
+            for extra in (n.strip() for n in cfg.tls_names.split(',')):
+                if not extra or x509.DNSName(extra) in sans:
+                    continue
+                sans.append(x509.DNSName(extra))
+                try:
+                    ip = x509.IPAddress(ipaddress.ip_address(extra))
+                    if ip not in sans:
+                        sans.append(ip)
+                except ValueError:
+                    pass
             c = (x509.CertificateBuilder().subject_name(name('localhost'))
                  .issuer_name(self.https_root.subject).public_key(k.public_key())
                  .serial_number(x509.random_serial_number())

@@ -13,7 +13,12 @@
 #                          the test CA sends its challenge mails here)
 #               SUBM_PORT (submission: STARTTLS required, then AUTH PLAIN/LOGIN)
 #               SMTPS_PORT (submission over implicit TLS, AUTH required)
-# Other env:    LISTEN=127.0.0.1
+# Other env:    LISTEN=127.0.0.1 (one IPv4 address; another one, such as
+#                 10.99.0.1 in a network namespace, is added to the servers'
+#                 certificate as DNS: and IP: entries)
+#               TLS_NAMES="mail.test ..." extra names (space or comma list) for
+#                 the servers' certificate: DNS:name each, IP:name as well
+#                 for IPv4 literals (default none)
 #               MAIL_USERS="device@mail.test device2@mail.test ca@acme.test"
 #                 mailbox addresses (login = address); their domains are the
 #                 local domains; "+tag" sub-addresses deliver to the user
@@ -23,7 +28,8 @@
 #                 other than the logged-in user's own (0 = allow any)
 # Passwords are random, one file per user: DIR/pw/<address> (no newline).
 # TLS: DIR/tls/root.pem is the trust anchor (CA:TRUE) that issued the servers'
-# certificate (CN=localhost, SAN DNS:localhost, DNS:127.0.0.1, IP:127.0.0.1).
+# certificate (CN=localhost, SAN DNS:localhost, DNS:127.0.0.1, IP:127.0.0.1,
+# plus LISTEN and TLS_NAMES as above).
 # Needs: dovecot-core dovecot-pop3d postfix python3-aiosmtpd openssl
 set -euo pipefail
 cmd=${1:-}
@@ -38,6 +44,7 @@ LISTEN=${LISTEN:-127.0.0.1}
 POP3_PORT=${POP3_PORT:-11110}; POP3S_PORT=${POP3S_PORT:-11995}
 SMTP_PORT=${SMTP_PORT:-10025}; SUBM_PORT=${SUBM_PORT:-10587}; SMTPS_PORT=${SMTPS_PORT:-10465}
 CERT_TYPE=${CERT_TYPE:-ec}
+TLS_NAMES=${TLS_NAMES:-}
 SMTP_IMPL=${SMTP_IMPL:-auto}
 MAIL_USERS=${MAIL_USERS:-device@mail.test device2@mail.test ca@acme.test}
 MAIL_SENDER_CHECK=${MAIL_SENDER_CHECK:-1}
@@ -67,6 +74,17 @@ domains() {
   local u; for u in $MAIL_USERS; do echo "${u#*@}"; done | tr '[:upper:]' '[:lower:]' | sort -u | tr '\n' ' '
 }
 
+# The servers' subjectAltName: the defaults, then LISTEN and TLS_NAMES.
+server_sans() {
+  local sans="DNS:localhost,DNS:127.0.0.1,IP:127.0.0.1" n
+  for n in $LISTEN ${TLS_NAMES//,/ }; do
+    case ",$sans," in *",DNS:$n,"*) continue ;; esac
+    sans="$sans,DNS:$n"
+    if [[ $n =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then sans="$sans,IP:$n"; fi
+  done
+  printf '%s' "$sans"
+}
+
 make_tls() {
   local T=$D/tls kopt
   mkdir -p "$T"
@@ -79,7 +97,7 @@ make_tls() {
   # DNS:127.0.0.1 as well: BearSSL matches the server name against dNSName entries only
   printf '%s\n' "basicConstraints=critical,CA:FALSE" \
     "keyUsage=critical,digitalSignature,keyEncipherment" \
-    "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,DNS:127.0.0.1,IP:127.0.0.1" > "$T/server.ext"
+    "extendedKeyUsage=serverAuth" "subjectAltName=$(server_sans)" > "$T/server.ext"
   openssl x509 -req -in "$T/server.csr" -CA "$T/root.pem" -CAkey "$T/root.key" -CAcreateserial \
     -days 825 -sha256 -extfile "$T/server.ext" -out "$T/cert.pem" 2>/dev/null
   cat "$T/cert.pem" "$T/root.pem" > "$T/chain.pem"
@@ -308,7 +326,10 @@ EOF
 
 stop() {
   local f pid rc=0
-  if [ -f "$D/env" ]; then SMTP_PORT=$(sed -n 's/^SMTP_PORT=//p' "$D/env"); fi
+  if [ -f "$D/env" ]; then
+    SMTP_PORT=$(sed -n 's/^SMTP_PORT=//p' "$D/env")
+    LISTEN=$(sed -n 's/^LISTEN=//p' "$D/env"); LISTEN=${LISTEN:-127.0.0.1}
+  fi
   for f in smtp dovecot; do
     [ -f "$D/$f.pid" ] || continue
     pid=$(cat "$D/$f.pid"); rm -f "$D/$f.pid"
