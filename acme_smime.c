@@ -4241,18 +4241,24 @@ tls_start(acme_smime_ctx *ctx, const br_x509_trust_anchor *tas, size_t ntas,
 
 /* Open a TCP connection to host:port and, unless plain, start TLS on it
  * with the given anchors. mail marks a connection to a mail server (it is
- * never reused for HTTP). */
+ * never reused for HTTP). The ACME server's TLS session is kept across
+ * the mail connections in between, so coming back to it costs a resumed
+ * handshake, not a full one, where the server keeps sessions. */
 static int
 conn_open(acme_smime_ctx *ctx, const char *host, unsigned port, int tls,
 	const br_x509_trust_anchor *tas, size_t ntas, int mail)
 {
-	int resume = strcmp(host, ctx->conn_host) == 0 && port == ctx->conn_port &&
-	    !ctx->conn_mail && !mail;
+	int resume = 0;
 
 	tls_close(ctx);
 	if (copy_field(ctx->conn_host, sizeof ctx->conn_host, host, strlen(host)) < 0) {
 		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "server host name too long");
 		return ACME_SMIME_ERR_LIMIT;
+	}
+	if (!mail && ctx->acme_session_port == port &&
+	    strcmp(host, ctx->acme_session_host) == 0) {
+		br_ssl_engine_set_session_parameters(&ctx->ssl.eng, &ctx->acme_session);
+		resume = 1;
 	}
 	ctx->conn_port = port;
 	ctx->conn_mail = mail;
@@ -4308,6 +4314,13 @@ tls_pump(acme_smime_ctx *ctx, unsigned want)
 		if (!ctx->handshake_counted && (st & (BR_SSL_SENDAPP | BR_SSL_RECVAPP))) {
 			ctx->handshake_counted = 1;
 			ctx->stats.tls_handshakes++;
+			if (!ctx->conn_mail) {
+				/* Kept for the next ACME connection (see conn_open). */
+				br_ssl_engine_get_session_parameters(eng, &ctx->acme_session);
+				memcpy(ctx->acme_session_host, ctx->conn_host,
+				    sizeof ctx->acme_session_host);
+				ctx->acme_session_port = ctx->conn_port;
+			}
 		}
 		if (st & BR_SSL_SENDREC) {
 			buf = br_ssl_engine_sendrec_buf(eng, &len);
@@ -7318,7 +7331,9 @@ resp_pop3_quit(acme_smime_ctx *ctx)
 {
 	tls_close(ctx);
 	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
-		return ST_ORDER;
+		/* Taken first thing in a run, or again after an order was
+		 * abandoned (the directory is known then). */
+		return ctx->url_new_order[0] != '\0' ? ST_ORDER : ST_DIRECTORY;
 	}
 	if (ctx->mail_found) {
 		return ST_SMTP_CONNECT;
@@ -7673,7 +7688,10 @@ engine_email_authz(acme_smime_ctx *ctx)
 	ctx->pop3_purpose = POP3_FETCH;
 	ctx->mail_deadline_ms = engine_now_ms(ctx) +
 	    (uint64_t)cfg_or(ctx->cfg->mail_wait_s, 600) * 1000u;
-	return ST_POP3_CONNECT;
+	/* The CA mails when it answered this fetch (or at newOrder): give
+	 * the mail a moment to be delivered before the first look. */
+	return engine_wait(ctx, cfg_or(ctx->cfg->mail_poll_s, 10) < 2 ?
+	    cfg_or(ctx->cfg->mail_poll_s, 10) : 2, ST_POP3_CONNECT, "mail-delivery");
 }
 
 /* How a state talks: not at all, over HTTP to the ACME server, or with a
@@ -7846,6 +7864,12 @@ acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 	engine_identity_hash(cfg, ctx->ident_hash);
 	if (ports->flash != NULL && engine_load(ctx, account_key != NULL) < 0) {
 		return ctx->err.code;
+	}
+	/* The mailbox snapshot comes before any ACME request: the mail
+	 * connection then does not cut the ACME connection in two. */
+	if (ctx->state == ST_DIRECTORY && engine_has_email(cfg) && !ctx->snapshot_taken) {
+		ctx->state = ST_POP3_CONNECT;
+		ctx->pop3_purpose = POP3_SNAPSHOT;
 	}
 	if (ctx->account_key.type == 0 && ctx->state != ST_DONE) {
 		r = acme_smime_key_generate(&ctx->account_key,

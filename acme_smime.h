@@ -702,6 +702,9 @@ typedef struct acme_smime_ctx {
 	unsigned conn_port;
 	int handshake_counted;
 	int conn_tls;                     /* TLS runs on the socket */
+	br_ssl_session_parameters acme_session;   /* resumed after mail */
+	char acme_session_host[ACME_SMIME_MAX_HOST + 1];
+	unsigned acme_session_port;
 	int conn_mail;                    /* connected to a mail server */
 	unsigned conn_requests;           /* answered on this connection */
 	char req_host[ACME_SMIME_MAX_HOST + 1];
