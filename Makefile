@@ -9,6 +9,10 @@
 #   make fuzz         the same, FUZZ_SECONDS default 300
 #   make demo     deps + build + one RFC 8823 enrollment against the local
 #                 test CA and mail servers, printing the certificate
+#   make size     Cortex-M4 size of acme_smime.o and of a firmware image
+#   make ram, make cpu    RAM/stack/heap, instructions of an RFC 8823 enrollment
+#   make bench-pebble     our CLI vs uacme and lego on Pebble
+#   make bench    all of the above in one table (tests/measure/README.md)
 #   make clean    remove build/
 
 GCC   ?= gcc
@@ -139,6 +143,21 @@ test-lwip: deps
 demo: deps
 	$(MAKE) --no-print-directory all
 	bash tests/demo.sh
+
+# Footprint and performance (tests/measure/README.md): Cortex-M4 size,
+# RAM/stack/heap and instructions of an RFC 8823 enrollment, our CLI
+# against uacme and lego on Pebble, and all of it in one table.
+.PHONY: size ram cpu bench-pebble bench
+size:
+	bash tests/measure/size.sh
+ram:
+	bash tests/measure/enroll_measure.sh ram
+cpu:
+	bash tests/measure/enroll_measure.sh cpu
+bench-pebble: $(BUILD)/acme-smime-enroll
+	bash tests/measure/bench_pebble.sh
+bench: $(BUILD)/acme-smime-enroll
+	bash tests/measure/bench.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -36,6 +36,12 @@ PACKAGES="
     dovecot-pop3d
     postfix
     liblwip-dev
+    gcc-arm-none-eabi
+    libnewlib-arm-none-eabi
+    dpkg-dev
+    uacme
+    lego
+    time
 "
 
 missing=""

@@ -101,6 +101,7 @@ run_check_mail(void)
 {
 	acme_smime_pending p;
 
+	memset(&p, 0, sizeof p);
 	p.identifier = "alexey@example.com";
 	p.from = "acme-generator@example.org";
 	p.policy = ACME_SMIME_MAIL_ALLOW_UNSIGNED;
