@@ -13,6 +13,8 @@
  *                                   token assembly and digest)
  *   6. mail                        (RFC 5322 headers, RFC 2047, addresses,
  *                                   challenge-mail checks, response writer)
+ *  6b. mail authenticity           (S/MIME CMS and X.509, DKIM,
+ *                                   Authentication-Results)
  *   7. store                       (power-safe A/B records on NOR flash)
  *   8. transport                   (BearSSL client over the socket hooks,
  *                                   trust anchors from PEM)
@@ -2951,126 +2953,6 @@ collect_references(const mail_header *hdr, char *scratch,
 	}
 }
 
-/*
- * The checks in the order that names the most telling reason: structure,
- * Subject, From, To, Auto-Submitted, Reply-To, then authenticity (not built
- * in: only ACME_SMIME_MAIL_ALLOW_UNSIGNED lets a mail through).
- */
-static int
-check_mail(const char *mail, size_t mail_len,
-	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
-{
-	char scratch[ACME_SMIME_MAX_HEADER + 1];
-	mail_header hdr;
-	int reason;
-
-	reason = header_scan(&hdr, mail, mail_len);
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_subject(&hdr, scratch, verdict);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_from(&hdr, scratch, pending, verdict);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_to(&hdr, scratch, pending);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_auto_submitted(&hdr, scratch, pending->policy);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = collect_reply_to(&hdr, scratch, verdict);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		collect_message_id(&hdr, scratch, verdict);
-		collect_references(&hdr, scratch, verdict);
-		if (!(pending->policy & ACME_SMIME_MAIL_ALLOW_UNSIGNED)) {
-			reason = ACME_SMIME_MAIL_UNSIGNED;
-		}
-	}
-	return reason;
-}
-
-int
-acme_smime_check_challenge_mail(const char *mail, size_t mail_len,
-	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
-{
-	int reason;
-
-	if (verdict == NULL) {
-		return ACME_SMIME_ERR_INVALID;
-	}
-	memset(verdict, 0, sizeof *verdict);
-	if (mail == NULL || pending == NULL
-	    || pending->identifier == NULL || pending->identifier[0] == '\0'
-	    || pending->from == NULL || pending->from[0] == '\0') {
-		verdict->reason = ACME_SMIME_MAIL_BAD_ARGUMENT;
-		return ACME_SMIME_ERR_INVALID;
-	}
-	reason = check_mail(mail, mail_len, pending, verdict);
-	if (reason != ACME_SMIME_MAIL_OK) {
-		/* Half-filled fields must not be mistaken for a result. */
-		memset(verdict, 0, sizeof *verdict);
-		verdict->reason = reason;
-		return ACME_SMIME_ERR_MAIL;
-	}
-	return ACME_SMIME_OK;
-}
-
-const char *
-acme_smime_mail_reason_text(int reason)
-{
-	switch (reason) {
-	case ACME_SMIME_MAIL_OK:
-		return "accepted";
-	case ACME_SMIME_MAIL_MALFORMED:
-		return "malformed header (no fields, no colon, NUL or bare CR)";
-	case ACME_SMIME_MAIL_HEADER_TOO_LONG:
-		return "an examined header field is too long";
-	case ACME_SMIME_MAIL_NO_SUBJECT:
-		return "no Subject field";
-	case ACME_SMIME_MAIL_DUPLICATE_FIELD:
-		return "a From, To, Subject or similar field appears twice";
-	case ACME_SMIME_MAIL_BAD_ENCODED_WORD:
-		return "broken RFC 2047 encoded-word in the Subject";
-	case ACME_SMIME_MAIL_BAD_CHARSET:
-		return "Subject encoded-word charset is not UTF-8 or US-ASCII";
-	case ACME_SMIME_MAIL_REPLY_SUBJECT:
-		return "Subject is a reply or forward";
-	case ACME_SMIME_MAIL_NOT_ACME_SUBJECT:
-		return "Subject does not start with \"ACME:\"";
-	case ACME_SMIME_MAIL_BAD_TOKEN:
-		return "token-part1 is missing or not base64url";
-	case ACME_SMIME_MAIL_SHORT_TOKEN:
-		return "token-part1 carries fewer than 128 bits";
-	case ACME_SMIME_MAIL_LONG_TOKEN:
-		return "token-part1 is longer than ACME_SMIME_MAX_TOKEN";
-	case ACME_SMIME_MAIL_NO_FROM:
-		return "no From field";
-	case ACME_SMIME_MAIL_BAD_FROM:
-		return "From is not exactly one mailbox";
-	case ACME_SMIME_MAIL_FROM_MISMATCH:
-		return "From is not the challenge's sender";
-	case ACME_SMIME_MAIL_NO_TO:
-		return "no To field";
-	case ACME_SMIME_MAIL_BAD_TO:
-		return "To cannot be parsed";
-	case ACME_SMIME_MAIL_TO_MISMATCH:
-		return "To does not contain our address";
-	case ACME_SMIME_MAIL_NO_AUTO_SUBMITTED:
-		return "no Auto-Submitted field";
-	case ACME_SMIME_MAIL_NOT_AUTO_GENERATED:
-		return "Auto-Submitted is not auto-generated";
-	case ACME_SMIME_MAIL_BAD_REPLY_TO:
-		return "no answerable Reply-To (unparsable, too many, not 7-bit)";
-	case ACME_SMIME_MAIL_UNSIGNED:
-		return "authenticity (DKIM or S/MIME) not established";
-	case ACME_SMIME_MAIL_BAD_ARGUMENT:
-		return "the pending challenge is incomplete";
-	default:
-		return "unknown reason";
-	}
-}
-
 /* ------------------------------------------------------------------------
  * 6.6 The response mail (RFC 8823 section 3.2, protocol.md 5.3)
  *
@@ -3371,6 +3253,2708 @@ acme_smime_write_response_mail(char *out, size_t out_size,
 	tb_puts(&tb, response->digest);
 	tb_puts(&tb, "\r\n-----END ACME RESPONSE-----\r\n");
 	return tb_finish(&tb);
+}
+
+/* ========================================================================
+ * 6b. Mail authenticity: S/MIME, DKIM, trusted Authentication-Results
+ *
+ * RFC 8823 section 3.1: a challenge mail is signed with S/MIME or DKIM and
+ * the client checks the signature before it answers (protocol.md 4.2,
+ * 16.2). Three proofs are accepted, tried in this order until one holds:
+ *
+ *   S/MIME  multipart/signed or application/pkcs7-mime signed-data; the
+ *           CMS SignedData is walked here, the signer's issuer chain goes
+ *           through BearSSL's X.509 engine, the signer certificate must
+ *           name the From address (rfc822Name) and the signed copy of
+ *           From, To and Subject must match the outer header;
+ *   DKIM    rsa-sha256 with the key from DNS through the caller's dns_txt
+ *           hook, d= equal to the From domain, h= covering the fields
+ *           the challenge depends on;
+ *   A-R     the topmost Authentication-Results field, when its authserv-id
+ *           is the one the caller trusts, reporting dkim=pass for the
+ *           From domain.
+ *
+ * The From address and domain compared are the pending challenge's: the
+ * From field was already checked against it. A mail with none of the
+ * proofs is refused with the reason of the first proof it carried, or
+ * ACME_SMIME_MAIL_UNSIGNED.
+ *
+ * Not done: BER (indefinite lengths, constructed OCTET STRINGs) in the CMS,
+ * S/MIME nested in other S/MIME layers (a signed part inside an encrypted
+ * one is just unsigned here), RFC 9788 header protection, certificate
+ * policies and name constraints (a critical one refuses the certificate),
+ * revocation, DNSSEC. The whole mail is in memory; the DER of an S/MIME
+ * signature is decoded into the caller's smime_work.
+ * ====================================================================== */
+
+/* A proof check's answer when the mail does not carry that proof at all,
+ * and the S/MIME result before it was computed: distinct from every
+ * acme_smime_mail_reason. */
+#define AUTH_ABSENT  (-1)
+#define AUTH_NOT_RUN (-2)
+
+/* Most DKIM-Signature fields and CMS signers examined in one mail,
+ * certificates followed from the signer's issuer towards an anchor, and
+ * names in a DKIM h= (each costs a pass over the header: the bound keeps
+ * a hostile mail from costing quadratic time). */
+#define AUTH_MAX_TRIES  4
+#define SMIME_MAX_CHAIN 4
+#define DKIM_MAX_H      64
+
+/* RSA keys under 1024 bits are refused (RFC 8301 section 3.2); BearSSL's
+ * own bound is 4096 bits. */
+#define AUTH_RSA_MIN_BYTES 128
+#define AUTH_RSA_MAX_BYTES 512
+
+/* The proof checks and the chain check keep their large locals (an X.509
+ * context, a key record, a signature) in frames of their own: inlined
+ * into their callers they would all be live at once. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AUTH_NOINLINE __attribute__((noinline))
+#else
+#define AUTH_NOINLINE
+#endif
+
+/* BearSSL counts days from 1 January of year 0. */
+#define X509_DAYS_AT_UNIX_EPOCH 719528u
+
+#define DER_ENUMERATED 0x0A
+#define DER_VISIBLE    0x1A
+#define DER_UTC_TIME   0x17
+#define DER_GEN_TIME   0x18
+#define DER_BOOLEAN    0x01
+#define DER_CTX1_CONS  0xA1
+#define DER_CTX3_CONS  0xA3
+#define DER_CTX0_PRIM  0x80
+
+/* ------------------------------------------------------------------------
+ * 6b.1 Header fields, text and hashing helpers
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+	const char *p;
+	size_t len;
+} text_span;
+
+/* One header field as it stands in the mail: its name, and its value from
+ * after the colon to the end of its last line (folds included, the final
+ * line end excluded). */
+typedef struct {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+} hfield;
+
+/* Walks the fields of a header section. Inner headers (a MIME part, a
+ * message/rfc822 copy) were not checked by header_scan(), so every line
+ * is checked again here. */
+typedef struct {
+	const char *s;
+	size_t len;
+	size_t pos;          /* after the end: the body */
+	int done;
+} hfield_iter;
+
+static void
+hfield_iter_init(hfield_iter *it, const char *s, size_t len)
+{
+	it->s = s;
+	it->len = len;
+	it->pos = 0;
+	it->done = 0;
+}
+
+/* The next field: 1, 0 after the empty line that ends the section (or at
+ * the end of the text), -1 when a line is malformed. */
+static int
+hfield_next(hfield_iter *it, hfield *f)
+{
+	size_t end, next, colon, name_len = 0;
+
+	if (it->done || it->pos >= it->len) {
+		it->done = 1;
+		return 0;
+	}
+	if (header_line_bounds(it->s, it->len, it->pos, &end, &next) < 0) {
+		return -1;
+	}
+	if (end == it->pos) {
+		it->pos = next;
+		it->done = 1;
+		return 0;
+	}
+	colon = header_name_end(it->s + it->pos, end - it->pos, &name_len);
+	if (colon == 0) {
+		return -1;
+	}
+	f->name = it->s + it->pos;
+	f->name_len = name_len;
+	f->value = f->name + colon + 1;
+	it->pos = next;
+	while (it->pos < it->len && is_wsp((unsigned char)it->s[it->pos])) {
+		if (header_line_bounds(it->s, it->len, it->pos, &end, &next) < 0) {
+			return -1;
+		}
+		it->pos = next;
+	}
+	f->value_len = (size_t)(it->s + end - f->value);
+	return 1;
+}
+
+/* The field called name (there must be at most one): 1 with it in *f, 0
+ * when absent, -1 when repeated or when the section is malformed. */
+static int
+hfield_find(const char *s, size_t len, const char *name, hfield *f)
+{
+	hfield_iter it;
+	hfield cur;
+	int r, found = 0;
+
+	hfield_iter_init(&it, s, len);
+	while ((r = hfield_next(&it, &cur)) > 0) {
+		if (ascii_caseeq(cur.name, cur.name_len, name)) {
+			if (found++ > 0) {
+				return -1;
+			}
+			*f = cur;
+		}
+	}
+	return r < 0 ? -1 : found;
+}
+
+/* Offset of the body of the entity s (its length when there is none), or
+ * -1 when its header section is malformed. */
+static long
+hfield_body(const char *s, size_t len)
+{
+	hfield_iter it;
+	hfield f;
+	int r;
+
+	hfield_iter_init(&it, s, len);
+	while ((r = hfield_next(&it, &f)) > 0) {
+		continue;
+	}
+	return r < 0 ? -1 : (long)it.pos;
+}
+
+/* Unfold a value into buf (NUL-terminated): line breaks go, the white
+ * space after them stays. Returns the length, or -1 when it does not fit. */
+static int
+hfield_unfold(const hfield *f, char *buf, size_t size)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < f->value_len; i++) {
+		if (f->value[i] == '\r' || f->value[i] == '\n') {
+			continue;
+		}
+		if (n + 1 >= size) {
+			return -1;
+		}
+		buf[n++] = f->value[i];
+	}
+	buf[n] = '\0';
+	return (int)n;
+}
+
+/* Is the value of f, white space trimmed, the word w (any case)? */
+static int
+hfield_value_is(const hfield *f, const char *w)
+{
+	size_t a = 0, b = f->value_len;
+
+	while (a < b && is_space((unsigned char)f->value[a])) {
+		a++;
+	}
+	while (b > a && is_space((unsigned char)f->value[b - 1])) {
+		b--;
+	}
+	return ascii_caseeq(f->value + a, b - a, w);
+}
+
+/*
+ * The next character of s in the form RFC 6376 relaxed canonicalisation
+ * gives a header value: line breaks gone, each run of white space one
+ * space, none at either end; -1 at the end. The bytes in [hole_start,
+ * hole_end) are skipped as if absent (the b= value of a DKIM signature).
+ */
+static int
+relaxed_next(const char *s, size_t len, size_t hole_start, size_t hole_end,
+	size_t *pos)
+{
+	size_t p = *pos;
+	int ws = 0;
+
+	while (p < len) {
+		if (p >= hole_start && p < hole_end) {
+			p = hole_end;
+		} else if (is_space((unsigned char)s[p])) {
+			p++;
+			ws = 1;
+		} else {
+			break;
+		}
+	}
+	if (p >= len) {
+		*pos = p;
+		return -1;
+	}
+	if (ws && *pos != 0) {
+		*pos = p;
+		return ' ';
+	}
+	*pos = p + 1;
+	return (unsigned char)s[p];
+}
+
+/* Equal once white space is normalised as above: protected and outer
+ * header values differ in folding and little else. */
+static int
+value_equal_relaxed(const char *a, size_t alen, const char *b, size_t blen)
+{
+	size_t i = 0, j = 0;
+	int c, d;
+
+	do {
+		c = relaxed_next(a, alen, 0, 0, &i);
+		d = relaxed_next(b, blen, 0, 0, &j);
+		if (c != d) {
+			return 0;
+		}
+	} while (c >= 0);
+	return 1;
+}
+
+/* Case-insensitive equality of a span and counted text. */
+static int
+spans_caseeq(const text_span *t, const char *s, size_t len)
+{
+	size_t i;
+
+	if (t->len != len) {
+		return 0;
+	}
+	for (i = 0; i < len; i++) {
+		if (to_lower((unsigned char)t->p[i]) != to_lower((unsigned char)s[i])) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Tag names: ALPHA *(ALPHA / DIGIT / "_"). */
+static int
+is_tag_char(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '_';
+}
+
+/* The domain of the challenge's sender ("" when it has none). */
+static const char *
+from_domain(const acme_smime_pending *pending)
+{
+	const char *at = strrchr(pending->from, '@');
+
+	return at != NULL ? at + 1 : "";
+}
+
+/* Base64 text with white space anywhere (a MIME body, a DKIM tag value,
+ * a key record). Returns the decoded length, ACME_SMIME_ERR_ENCODING or
+ * ACME_SMIME_ERR_BUFFER. */
+static int
+b64_decode_text(unsigned char *dst, size_t dst_size, const char *s, size_t len)
+{
+	unsigned long acc = 0;
+	unsigned bits = 0;
+	size_t i, n = 0, pad = 0, out = 0;
+	int v;
+
+	for (i = 0; i < len; i++) {
+		if (is_space((unsigned char)s[i])) {
+			continue;
+		}
+		if (s[i] == '=') {
+			pad++;
+			continue;
+		}
+		v = b64_value((unsigned char)s[i], 0);
+		if (v < 0 || pad > 0) {
+			return ACME_SMIME_ERR_ENCODING;
+		}
+		n++;
+		acc = (acc << 6) | (unsigned long)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (out >= dst_size) {
+				return ACME_SMIME_ERR_BUFFER;
+			}
+			dst[out++] = (unsigned char)(acc >> bits);
+			acc &= (1ul << bits) - 1;
+		}
+	}
+	if (n % 4 == 1 || pad > 2 || (pad > 0 && (n + pad) % 4 != 0)) {
+		return ACME_SMIME_ERR_ENCODING;
+	}
+	return (int)out;
+}
+
+/* Any of the hash functions a signature may use. */
+typedef struct {
+	const br_hash_class *cls;
+	br_hash_compat_context ctx;
+} auth_hasher;
+
+static void
+ah_init(auth_hasher *h, const br_hash_class *cls)
+{
+	h->cls = cls;
+	cls->init(&h->ctx.vtable);
+}
+
+static void
+ah_put(auth_hasher *h, const void *p, size_t n)
+{
+	h->cls->update(&h->ctx.vtable, p, n);
+}
+
+static void
+ah_putc(auth_hasher *h, int c)
+{
+	unsigned char b = (unsigned char)c;
+
+	ah_put(h, &b, 1);
+}
+
+/* Hash text with every bare LF as CR LF: signatures cover the canonical
+ * form, and a mail may have been stored with LF line ends. */
+static void
+ah_put_crlf(auth_hasher *h, const char *s, size_t len)
+{
+	size_t i, start = 0;
+
+	for (i = 0; i < len; i++) {
+		if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) {
+			ah_put(h, s + start, i - start);
+			ah_putc(h, '\r');
+			start = i;
+		}
+	}
+	ah_put(h, s + start, len - start);
+}
+
+/* Finish; returns the hash length. */
+static size_t
+ah_out(auth_hasher *h, unsigned char *out)
+{
+	h->cls->out(&h->ctx.vtable, out);
+	return (h->cls->desc >> BR_HASHDESC_OUT_OFF) & BR_HASHDESC_OUT_MASK;
+}
+
+/* ------------------------------------------------------------------------
+ * 6b.2 DER reader, algorithms, keys, signatures
+ *
+ * The reader takes one element at a time from a span and checks every
+ * length against what is left: nothing is read past the span, nothing is
+ * recursive. DER only: BER's indefinite lengths are refused.
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+	unsigned char *p;    /* mutable: BearSSL keys point into it */
+	size_t len;
+} der_in;
+
+/* Take the element at the front of *in: its contents into *val and, when
+ * tlv is not NULL, its whole encoding. Returns its tag, or -1 (truncated,
+ * multi-byte tag, indefinite or over-long length). */
+static int
+der_next(der_in *in, der_in *val, der_in *tlv)
+{
+	size_t hl = 2, n, k;
+	int tag;
+
+	if (in->len < 2 || (in->p[0] & 0x1F) == 0x1F) {
+		return -1;
+	}
+	tag = in->p[0];
+	n = in->p[1];
+	if (n & 0x80) {
+		k = n & 0x7F;
+		if (k == 0 || k > 4 || in->len - 2 < k) {
+			return -1;
+		}
+		for (n = 0; k > 0; k--) {
+			n = (n << 8) | in->p[hl++];
+		}
+	}
+	if (n > in->len - hl) {
+		return -1;
+	}
+	val->p = in->p + hl;
+	val->len = n;
+	if (tlv != NULL) {
+		tlv->p = in->p;
+		tlv->len = hl + n;
+	}
+	in->p += hl + n;
+	in->len -= hl + n;
+	return tag;
+}
+
+static int
+der_expect(der_in *in, int tag, der_in *val)
+{
+	return der_next(in, val, NULL) == tag ? 0 : -1;
+}
+
+static int
+der_peek(const der_in *in)
+{
+	return in->len > 0 ? in->p[0] : -1;
+}
+
+static int
+der_is(const der_in *v, const unsigned char *bytes, size_t len)
+{
+	return v->len == len && memcmp(v->p, bytes, len) == 0;
+}
+
+static int
+der_equal(const der_in *a, const der_in *b)
+{
+	return der_is(a, b->p, b->len);
+}
+
+/* An INTEGER's magnitude without its leading zero bytes. */
+static void
+der_strip_zeros(der_in *v)
+{
+	while (v->len > 0 && v->p[0] == 0) {
+		v->p++;
+		v->len--;
+	}
+}
+
+/* AlgorithmIdentifier: its OID (the parameters are not needed: hashes
+ * take none, curves come from the key). */
+static int
+der_alg(der_in *in, der_in *oid)
+{
+	der_in seq;
+
+	return der_expect(in, DER_SEQUENCE, &seq) < 0 ? -1 :
+	    der_expect(&seq, DER_OID, oid);
+}
+
+static const unsigned char oid_pkcs7_signed[] = {
+	0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02
+};
+static const unsigned char oid_pkcs7_data[] = {
+	0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x01
+};
+static const unsigned char oid_attr_content_type[] = {
+	0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x03
+};
+static const unsigned char oid_attr_message_digest[] = {
+	0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x04
+};
+/* id-aa-secureHeaderFieldsIdentifier, RFC 7508 */
+static const unsigned char oid_attr_secure_headers[] = {
+	0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x10, 0x02, 0x37
+};
+static const unsigned char oid_rsa_encryption[] = {
+	0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01
+};
+static const unsigned char oid_ec_public_key[] = {
+	0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01
+};
+static const unsigned char oid_p256[] = {
+	0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07
+};
+static const unsigned char oid_p384[] = { 0x2B, 0x81, 0x04, 0x00, 0x22 };
+static const unsigned char oid_p521[] = { 0x2B, 0x81, 0x04, 0x00, 0x23 };
+static const unsigned char oid_kp_email[] = {
+	0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04
+};
+static const unsigned char oid_aia[] = {
+	0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01
+};
+
+/* Hashes of a SignerInfo's digestAlgorithm; the OIDs are BearSSL's
+ * DigestInfo prefixes (a length byte, then the OID). */
+typedef struct {
+	int id;
+	const br_hash_class *cls;
+	const unsigned char *oid;
+} auth_hash_alg;
+
+static const auth_hash_alg auth_hash_algs[] = {
+	{ br_sha1_ID,   &br_sha1_vtable,   BR_HASH_OID_SHA1 },
+	{ br_sha256_ID, &br_sha256_vtable, BR_HASH_OID_SHA256 },
+	{ br_sha384_ID, &br_sha384_vtable, BR_HASH_OID_SHA384 },
+	{ br_sha512_ID, &br_sha512_vtable, BR_HASH_OID_SHA512 }
+};
+
+static const auth_hash_alg *
+hash_alg_find(const der_in *oid, int id)
+{
+	size_t k;
+
+	for (k = 0; k < ARRAY_LEN(auth_hash_algs); k++) {
+		const auth_hash_alg *a = &auth_hash_algs[k];
+
+		if (oid != NULL ? der_is(oid, a->oid + 1, a->oid[0]) : a->id == id) {
+			return a;
+		}
+	}
+	return NULL;
+}
+
+/* Signature algorithms: the key type, and the hash when the OID names
+ * one (0: the SignerInfo's digestAlgorithm decides). RSA-PSS, DSA and
+ * MD5 are not here and so are refused. */
+typedef struct {
+	unsigned char oid_len;
+	unsigned char oid[9];
+	unsigned char key_type;
+	unsigned char hash_id;
+} sig_alg;
+
+static const sig_alg sig_algs[] = {
+	{ 9, { 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01 },
+	  BR_KEYTYPE_RSA, 0 },
+	{ 9, { 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x05 },
+	  BR_KEYTYPE_RSA, br_sha1_ID },
+	{ 9, { 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0B },
+	  BR_KEYTYPE_RSA, br_sha256_ID },
+	{ 9, { 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C },
+	  BR_KEYTYPE_RSA, br_sha384_ID },
+	{ 9, { 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D },
+	  BR_KEYTYPE_RSA, br_sha512_ID },
+	{ 7, { 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01 }, BR_KEYTYPE_EC, 0 },
+	{ 7, { 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x01 },
+	  BR_KEYTYPE_EC, br_sha1_ID },
+	{ 8, { 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02 },
+	  BR_KEYTYPE_EC, br_sha256_ID },
+	{ 8, { 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03 },
+	  BR_KEYTYPE_EC, br_sha384_ID },
+	{ 8, { 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04 },
+	  BR_KEYTYPE_EC, br_sha512_ID }
+};
+
+static const sig_alg *
+sig_alg_find(const der_in *oid)
+{
+	size_t k;
+
+	for (k = 0; k < ARRAY_LEN(sig_algs); k++) {
+		if (der_is(oid, sig_algs[k].oid, sig_algs[k].oid_len)) {
+			return &sig_algs[k];
+		}
+	}
+	return NULL;
+}
+
+/* SubjectPublicKeyInfo (its contents) into a BearSSL key that points into
+ * it: RSA of 1024 to 4096 bits, or EC on P-256, P-384 or P-521. */
+static int
+spki_parse(der_in spki, br_x509_pkey *key)
+{
+	der_in alg, oid, bits, seq, n, e;
+
+	if (der_expect(&spki, DER_SEQUENCE, &alg) < 0 ||
+	    der_expect(&alg, DER_OID, &oid) < 0 ||
+	    der_expect(&spki, DER_BIT_STRING, &bits) < 0 ||
+	    bits.len < 2 || bits.p[0] != 0) {
+		return -1;
+	}
+	bits.p++;
+	bits.len--;
+	if (der_is(&oid, oid_rsa_encryption, sizeof oid_rsa_encryption)) {
+		if (der_expect(&bits, DER_SEQUENCE, &seq) < 0 ||
+		    der_expect(&seq, DER_INTEGER, &n) < 0 ||
+		    der_expect(&seq, DER_INTEGER, &e) < 0) {
+			return -1;
+		}
+		der_strip_zeros(&n);
+		der_strip_zeros(&e);
+		if (n.len < AUTH_RSA_MIN_BYTES || n.len > AUTH_RSA_MAX_BYTES ||
+		    e.len == 0 || e.len > 4) {
+			return -1;
+		}
+		key->key_type = BR_KEYTYPE_RSA;
+		key->key.rsa.n = n.p;
+		key->key.rsa.nlen = n.len;
+		key->key.rsa.e = e.p;
+		key->key.rsa.elen = e.len;
+		return 0;
+	}
+	if (!der_is(&oid, oid_ec_public_key, sizeof oid_ec_public_key) ||
+	    der_expect(&alg, DER_OID, &oid) < 0) {
+		return -1;
+	}
+	key->key_type = BR_KEYTYPE_EC;
+	if (der_is(&oid, oid_p256, sizeof oid_p256)) {
+		key->key.ec.curve = BR_EC_secp256r1;
+	} else if (der_is(&oid, oid_p384, sizeof oid_p384)) {
+		key->key.ec.curve = BR_EC_secp384r1;
+	} else if (der_is(&oid, oid_p521, sizeof oid_p521)) {
+		key->key.ec.curve = BR_EC_secp521r1;
+	} else {
+		return -1;
+	}
+	key->key.ec.q = bits.p;
+	key->key.ec.qlen = bits.len;
+	return 0;
+}
+
+/* Check sig over a hash: RSA PKCS#1 v1.5 with the DigestInfo of hash_id,
+ * or ECDSA with a DER signature. 1 when valid. */
+static int
+auth_verify(const br_x509_pkey *key, int hash_id, const unsigned char *hash,
+	size_t hash_len, const unsigned char *sig, size_t sig_len)
+{
+	const auth_hash_alg *ha = hash_alg_find(NULL, hash_id);
+	unsigned char out[64];
+
+	if (ha == NULL) {
+		return 0;
+	}
+	if (key->key_type == BR_KEYTYPE_RSA) {
+		return br_rsa_pkcs1_vrfy_get_default()(sig, sig_len, ha->oid,
+		    hash_len, &key->key.rsa, out) == 1 &&
+		    memcmp(out, hash, hash_len) == 0;
+	}
+	return key->key_type == BR_KEYTYPE_EC &&
+	    br_ecdsa_vrfy_asn1_get_default()(br_ec_get_default(), hash,
+	    hash_len, &key->key.ec, sig, sig_len) == 1;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian, H. Hinnant's
+ * days_from_civil); negative before 1970. Section 9 uses it for HTTP
+ * dates. */
+static long
+days_from_civil(long y, unsigned m, unsigned d)
+{
+	long era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (long)doe - 719468;
+}
+
+/* An X.509 Time (UTCTime or GeneralizedTime, in the "Z" form RFC 5280
+ * prescribes) as Unix seconds; times before 1970 become 0. */
+static int
+der_time(int tag, const der_in *v, uint64_t *t)
+{
+	unsigned f[6], k;
+	size_t i = 0, ylen = tag == DER_UTC_TIME ? 2 : 4;
+	long year = 0, days;
+
+	if ((tag != DER_UTC_TIME && tag != DER_GEN_TIME) ||
+	    v->len != ylen + 11 || v->p[v->len - 1] != 'Z') {
+		return -1;
+	}
+	for (i = 0; i + 1 < v->len; i++) {
+		if (v->p[i] < '0' || v->p[i] > '9') {
+			return -1;
+		}
+	}
+	for (i = 0; i < ylen; i++) {
+		year = year * 10 + (v->p[i] - '0');
+	}
+	if (tag == DER_UTC_TIME) {
+		year += year < 50 ? 2000 : 1900;
+	}
+	for (k = 0; k < 5; k++, i += 2) {
+		f[k] = (unsigned)(v->p[i] - '0') * 10 + (unsigned)(v->p[i + 1] - '0');
+	}
+	/* f: month, day, hour, minute, second */
+	if (f[0] < 1 || f[0] > 12 || f[1] < 1 || f[1] > 31 || f[2] > 23 ||
+	    f[3] > 59 || f[4] > 60) {
+		return -1;
+	}
+	days = days_from_civil(year, f[0], f[1]);
+	*t = days < 0 ? 0 : (uint64_t)days * 86400u + f[2] * 3600u +
+	    f[3] * 60u + f[4];
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * 6b.3 Certificates
+ * ---------------------------------------------------------------------- */
+
+/* The parts of a certificate we look at; spans point into the DER. */
+typedef struct {
+	der_in tlv;               /* the whole certificate */
+	der_in tbs;               /* TBSCertificate encoding: what is signed */
+	der_in serial;            /* INTEGER contents */
+	der_in issuer, subject;   /* whole Name encodings */
+	uint64_t not_before, not_after;
+	der_in spki;              /* SubjectPublicKeyInfo contents */
+	der_in ext;               /* Extensions contents, or empty */
+	const sig_alg *alg;       /* NULL: not one we verify */
+	der_in sig;               /* signature bits */
+} cert_view;
+
+static int
+cert_parse(der_in tlv, cert_view *c)
+{
+	der_in in = tlv, cert, tbs, v, oid, val;
+	int tag;
+
+	memset(c, 0, sizeof *c);
+	c->tlv = tlv;
+	if (der_expect(&in, DER_SEQUENCE, &cert) < 0 ||
+	    der_next(&cert, &tbs, &c->tbs) != DER_SEQUENCE ||
+	    der_alg(&cert, &oid) < 0 ||
+	    der_expect(&cert, DER_BIT_STRING, &c->sig) < 0 ||
+	    c->sig.len < 2 || c->sig.p[0] != 0) {
+		return -1;
+	}
+	c->alg = sig_alg_find(&oid);
+	c->sig.p++;
+	c->sig.len--;
+	if (der_peek(&tbs) == DER_CTX0_CONS) {
+		der_next(&tbs, &v, NULL);
+	}
+	if (der_expect(&tbs, DER_INTEGER, &c->serial) < 0 ||
+	    der_expect(&tbs, DER_SEQUENCE, &v) < 0 ||
+	    der_next(&tbs, &v, &c->issuer) != DER_SEQUENCE ||
+	    der_expect(&tbs, DER_SEQUENCE, &v) < 0 ||
+	    der_time(der_next(&v, &val, NULL), &val, &c->not_before) < 0 ||
+	    der_time(der_next(&v, &val, NULL), &val, &c->not_after) < 0 ||
+	    der_next(&tbs, &v, &c->subject) != DER_SEQUENCE ||
+	    der_expect(&tbs, DER_SEQUENCE, &c->spki) < 0) {
+		return -1;
+	}
+	while (tbs.len > 0) {
+		tag = der_next(&tbs, &v, NULL);
+		if (tag < 0) {
+			return -1;
+		}
+		if (tag == DER_CTX3_CONS &&
+		    der_expect(&v, DER_SEQUENCE, &c->ext) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* What a certificate is checked for by cert_extensions(). */
+#define CERT_ANY  0   /* only read SAN and key identifier */
+#define CERT_LEAF 1   /* the signer: may sign mail */
+#define CERT_CA   2   /* the signer's issuer: may sign certificates */
+
+/* Extensions under 2.5.29 that we read or may safely ignore; any other
+ * critical extension refuses the certificate (RFC 5280 section 4.2). */
+#define EXT_SKI  0x0E
+#define EXT_KU   0x0F
+#define EXT_SAN  0x11
+#define EXT_BC   0x13
+#define EXT_EKU  0x25
+static const unsigned char ext_ignorable[] = {
+	0x09, 0x12, 0x1F, 0x20, 0x23, 0x2E  /* subject directory attributes,
+	                                       IAN, CRL DP, policies, AKI,
+	                                       FreshestCRL: BearSSL's set */
+};
+
+/* Key usage: digitalSignature, nonRepudiation; keyCertSign. */
+#define KU_SIGN      0xC0
+#define KU_CERT_SIGN 0x04
+
+static int
+ext_eku_allows_email(der_in v)
+{
+	der_in seq, oid;
+	static const unsigned char any_eku[] = { 0x55, 0x1D, 0x25, 0x00 };
+
+	if (der_expect(&v, DER_SEQUENCE, &seq) < 0) {
+		return 0;
+	}
+	while (der_expect(&seq, DER_OID, &oid) == 0) {
+		if (der_is(&oid, oid_kp_email, sizeof oid_kp_email) ||
+		    der_is(&oid, any_eku, sizeof any_eku)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Check the extensions of c for its role and return the subjectAltName
+ * value and the subjectKeyIdentifier (empty when absent). The signer must
+ * be allowed to sign (keyUsage) and to protect mail (extendedKeyUsage,
+ * when present); the issuer must be a CA (basicConstraints) allowed to
+ * sign certificates. Returns 0 or -1.
+ */
+static int
+cert_extensions(const cert_view *c, int role, der_in *san, der_in *ski)
+{
+	der_in exts = c->ext, ext, oid, v, crit, seq;
+	uint64_t seen = 0, bit;
+	int ku = -1, is_ca = 0, eku_ok = 1;
+
+	san->len = 0;
+	ski->len = 0;
+	while (exts.len > 0) {
+		if (der_expect(&exts, DER_SEQUENCE, &ext) < 0 ||
+		    der_expect(&ext, DER_OID, &oid) < 0) {
+			return -1;
+		}
+		crit.len = 0;
+		if (der_peek(&ext) == DER_BOOLEAN &&
+		    der_expect(&ext, DER_BOOLEAN, &crit) < 0) {
+			return -1;
+		}
+		if (der_expect(&ext, DER_OCTET_STR, &v) < 0) {
+			return -1;
+		}
+		if (oid.len != 3 || oid.p[0] != 0x55 || oid.p[1] != 0x1D) {
+			if (crit.len == 1 && crit.p[0] != 0 &&
+			    !der_is(&oid, oid_aia, sizeof oid_aia)) {
+				return -1;
+			}
+			continue;
+		}
+		bit = (uint64_t)1 << (oid.p[2] & 0x3F);
+		if (seen & bit) {
+			return -1;   /* RFC 5280: one instance per extension */
+		}
+		seen |= bit;
+		switch (oid.p[2]) {
+		case EXT_SKI:
+			if (der_expect(&v, DER_OCTET_STR, ski) < 0) {
+				return -1;
+			}
+			break;
+		case EXT_SAN:
+			*san = v;
+			break;
+		case EXT_KU:
+			if (der_expect(&v, DER_BIT_STRING, &seq) < 0 || seq.len < 1) {
+				return -1;
+			}
+			ku = seq.len > 1 ? seq.p[1] : 0;
+			break;
+		case EXT_BC:
+			if (der_expect(&v, DER_SEQUENCE, &seq) < 0) {
+				return -1;
+			}
+			is_ca = der_expect(&seq, DER_BOOLEAN, &v) == 0 &&
+			    v.len == 1 && v.p[0] != 0;
+			break;
+		case EXT_EKU:
+			eku_ok = ext_eku_allows_email(v);
+			break;
+		default:
+			if (crit.len == 1 && crit.p[0] != 0 &&
+			    memchr(ext_ignorable, oid.p[2], sizeof ext_ignorable) == NULL) {
+				return -1;
+			}
+			break;
+		}
+	}
+	if (role == CERT_LEAF) {
+		return (ku < 0 || (ku & KU_SIGN)) && eku_ok ? 0 : -1;
+	}
+	if (role == CERT_CA) {
+		return is_ca && (ku < 0 || (ku & KU_CERT_SIGN)) ? 0 : -1;
+	}
+	return 0;
+}
+
+/* Is c signed by key? SHA-1 certificate signatures are refused (chosen-
+ * prefix collisions); the CMS signature may still use SHA-1. */
+static int
+cert_signed_by(const cert_view *c, const br_x509_pkey *key)
+{
+	const auth_hash_alg *ha;
+	auth_hasher h;
+	unsigned char hash[64];
+	size_t n;
+
+	if (c->alg == NULL || c->alg->key_type != key->key_type ||
+	    c->alg->hash_id == br_sha1_ID ||
+	    (ha = hash_alg_find(NULL, c->alg->hash_id)) == NULL) {
+		return 0;
+	}
+	ah_init(&h, ha->cls);
+	ah_put(&h, c->tbs.p, c->tbs.len);
+	n = ah_out(&h, hash);
+	return auth_verify(key, ha->id, hash, n, c->sig.p, c->sig.len);
+}
+
+/* The certificate of the set whose subject is dn: 1 with it in *c, or 0. */
+static int
+cert_find_subject(const der_in *certs, const der_in *dn, cert_view *c)
+{
+	der_in set = *certs, v, tlv;
+
+	while (set.len > 0) {
+		if (der_next(&set, &v, &tlv) < 0) {
+			return 0;
+		}
+		if (cert_parse(tlv, c) == 0 && der_equal(&c->subject, dn)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Feed the issuer of the signer, and what issued it in turn as far as
+ * the message's certificates go, to BearSSL's X.509 engine; on success
+ * the issuer's key (now trusted) is in *key, valid while xc lives. */
+static int
+chain_to_anchor(br_x509_minimal_context *xc, const der_in *certs,
+	cert_view *cur, const acme_smime_pending *pending,
+	const br_x509_pkey **key)
+{
+	const br_x509_class **vt = &xc->vtable;
+	cert_view next;
+	unsigned depth, usages;
+
+	br_x509_minimal_init(xc, &br_sha256_vtable, pending->smime_anchors,
+	    pending->smime_anchor_count);
+	br_x509_minimal_set_hash(xc, br_sha256_ID, &br_sha256_vtable);
+	br_x509_minimal_set_hash(xc, br_sha384_ID, &br_sha384_vtable);
+	br_x509_minimal_set_hash(xc, br_sha512_ID, &br_sha512_vtable);
+	br_x509_minimal_set_rsa(xc, br_rsa_pkcs1_vrfy_get_default());
+	br_x509_minimal_set_ecdsa(xc, br_ec_get_default(),
+	    br_ecdsa_vrfy_asn1_get_default());
+	br_x509_minimal_set_time(xc, (uint32_t)(X509_DAYS_AT_UNIX_EPOCH +
+	    pending->now / 86400u), (uint32_t)(pending->now % 86400u));
+	(*vt)->start_chain(vt, NULL);
+	for (depth = 1; ; depth++) {
+		(*vt)->start_cert(vt, (uint32_t)cur->tlv.len);
+		(*vt)->append(vt, cur->tlv.p, cur->tlv.len);
+		(*vt)->end_cert(vt);
+		if (depth == SMIME_MAX_CHAIN || der_equal(&cur->issuer, &cur->subject) ||
+		    !cert_find_subject(certs, &cur->issuer, &next)) {
+			break;
+		}
+		*cur = next;
+	}
+	if ((*vt)->end_chain(vt) != 0) {
+		return -1;
+	}
+	*key = (*vt)->get_pkey(vt, &usages);
+	return *key != NULL ? 0 : -1;
+}
+
+/*
+ * Is the signer certificate valid now and issued, through the message's
+ * certificates, by a configured anchor? The issuer and everything above
+ * it go through BearSSL's X.509 engine. The signer itself is checked
+ * here: the engine refuses the critical extendedKeyUsage S/MIME
+ * certificates often carry, and its key usage rules are TLS's. A signer
+ * issued directly by an anchor (or self-signed and configured as one) is
+ * checked against the anchor's key.
+ */
+static AUTH_NOINLINE int
+smime_chain(const der_in *certs, const cert_view *leaf,
+	const acme_smime_pending *pending)
+{
+	br_x509_minimal_context xc;
+	const br_x509_trust_anchor *ta;
+	const br_x509_pkey *key;
+	der_in san, ski;
+	cert_view issuer;
+	size_t i;
+
+	if (pending->now < leaf->not_before || pending->now > leaf->not_after) {
+		return ACME_SMIME_MAIL_SMIME_UNTRUSTED;
+	}
+	if (!der_equal(&leaf->issuer, &leaf->subject) &&
+	    cert_find_subject(certs, &leaf->issuer, &issuer) &&
+	    cert_extensions(&issuer, CERT_CA, &san, &ski) == 0 &&
+	    chain_to_anchor(&xc, certs, &issuer, pending, &key) == 0 &&
+	    cert_signed_by(leaf, key)) {
+		return ACME_SMIME_MAIL_OK;
+	}
+	for (i = 0; i < pending->smime_anchor_count; i++) {
+		ta = &pending->smime_anchors[i];
+		if ((ta->flags & BR_X509_TA_CA) && ta->dn.len == leaf->issuer.len &&
+		    memcmp(ta->dn.data, leaf->issuer.p, ta->dn.len) == 0 &&
+		    cert_signed_by(leaf, &ta->pkey)) {
+			return ACME_SMIME_MAIL_OK;
+		}
+	}
+	return ACME_SMIME_MAIL_SMIME_UNTRUSTED;
+}
+
+/* RFC 8823 section 3.1: an rfc822Name of the signer is the From address
+ * (local part exact, domain in any case). */
+static int
+san_names_sender(der_in san, const char *from)
+{
+	char addr[ACME_SMIME_MAX_ADDR + 1];
+	der_in names, v;
+	int tag, seen = 0;
+
+	if (der_expect(&san, DER_SEQUENCE, &names) < 0) {
+		return ACME_SMIME_MAIL_SMIME_NO_SAN;
+	}
+	while (names.len > 0) {
+		tag = der_next(&names, &v, NULL);
+		if (tag < 0) {
+			break;
+		}
+		if (tag != DER_GN_EMAIL) {
+			continue;
+		}
+		seen = 1;
+		if (v.len < sizeof addr && memchr(v.p, 0, v.len) == NULL) {
+			memcpy(addr, v.p, v.len);
+			addr[v.len] = '\0';
+			if (addr_equal(addr, from)) {
+				return ACME_SMIME_MAIL_OK;
+			}
+		}
+	}
+	return seen ? ACME_SMIME_MAIL_SMIME_SIGNER_MISMATCH :
+	    ACME_SMIME_MAIL_SMIME_NO_SAN;
+}
+
+/* ------------------------------------------------------------------------
+ * 6b.4 S/MIME: MIME structure (RFC 8551 section 3.5, RFC 1847)
+ * ---------------------------------------------------------------------- */
+
+/* The Content-Type parts we need; spans point into the unfolded value. */
+typedef struct {
+	text_span type;          /* "type/subtype" as written */
+	text_span boundary, protocol, smime_type;
+} mime_type;
+
+/* RFC 2045 token characters. */
+static int
+mime_token_char(int c)
+{
+	return is_vchar(c) && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
+}
+
+static void
+mime_token(addr_lexer *lx, text_span *t, int slash)
+{
+	size_t start = lx->pos;
+
+	while (lx->pos < lx->len && (mime_token_char((unsigned char)lx->s[lx->pos]) ||
+	    (slash && lx->s[lx->pos] == '/'))) {
+		lx->pos++;
+	}
+	t->p = lx->s + start;
+	t->len = lx->pos - start;
+}
+
+/* An unfolded Content-Type value; quoted parameter values lose their
+ * quotes. RFC 2231 parameter continuations are not decoded: S/MIME's
+ * parameters never need them. Returns 0 or -1. */
+static int
+mime_type_parse(const char *s, size_t len, mime_type *mt)
+{
+	addr_lexer lx;
+	text_span name, value, *slot;
+	size_t n;
+
+	memset(mt, 0, sizeof *mt);
+	lx.s = s;
+	lx.len = len;
+	lx.pos = 0;
+	if (addr_skip_cfws(&lx) < 0) {
+		return -1;
+	}
+	mime_token(&lx, &mt->type, 1);
+	if (mt->type.len == 0) {
+		return -1;
+	}
+	for (;;) {
+		if (addr_skip_cfws(&lx) < 0) {
+			return -1;
+		}
+		if (lx.pos == len) {
+			return 0;
+		}
+		if (s[lx.pos++] != ';' || addr_skip_cfws(&lx) < 0) {
+			return -1;
+		}
+		if (lx.pos == len) {
+			return 0;      /* a trailing ';' is common and harmless */
+		}
+		mime_token(&lx, &name, 0);
+		if (name.len == 0 || addr_skip_cfws(&lx) < 0 || lx.pos == len ||
+		    s[lx.pos++] != '=' || addr_skip_cfws(&lx) < 0 || lx.pos == len) {
+			return -1;
+		}
+		if (s[lx.pos] == '"') {
+			n = addr_delimited_len(&lx, '"');
+			if (n == 0) {
+				return -1;
+			}
+			value.p = s + lx.pos + 1;
+			value.len = n - 2;
+			lx.pos += n;
+		} else {
+			mime_token(&lx, &value, 0);
+			if (value.len == 0) {
+				return -1;
+			}
+		}
+		slot = ascii_caseeq(name.p, name.len, "boundary") ? &mt->boundary :
+		    ascii_caseeq(name.p, name.len, "protocol") ? &mt->protocol :
+		    ascii_caseeq(name.p, name.len, "smime-type") ? &mt->smime_type :
+		    NULL;
+		if (slot != NULL) {
+			if (slot->p != NULL) {
+				return -1;
+			}
+			*slot = value;
+		}
+	}
+}
+
+/* The Content-Type of the entity s, parsed from buf (which must outlive
+ * mt): 1, 0 when it has none, -1 when it is repeated or broken. */
+static int
+mime_entity_type(const char *s, size_t len, char *buf, size_t size,
+	mime_type *mt)
+{
+	hfield f;
+	int r = hfield_find(s, len, "Content-Type", &f), n;
+
+	if (r <= 0) {
+		return r;
+	}
+	n = hfield_unfold(&f, buf, size);
+	return n < 0 || mime_type_parse(buf, (size_t)n, mt) < 0 ? -1 : 1;
+}
+
+static int
+span_caseeq(const text_span *t, const char *lit)
+{
+	return t->p != NULL && ascii_caseeq(t->p, t->len, lit);
+}
+
+/* application/pkcs7-signature (mime 0) or application/pkcs7-mime (mime
+ * 1), or their x- forms, which RFC 8551 section 3.8 still accepts. */
+static int
+is_pkcs7_type(const text_span *t, int mime)
+{
+	static const char *const names[2][2] = {
+		{ "application/pkcs7-signature", "application/x-pkcs7-signature" },
+		{ "application/pkcs7-mime", "application/x-pkcs7-mime" }
+	};
+
+	return span_caseeq(t, names[mime][0]) || span_caseeq(t, names[mime][1]);
+}
+
+/* Does the entity s declare Content-Transfer-Encoding: base64? */
+static int
+mime_is_base64(const char *s, size_t len)
+{
+	hfield f;
+
+	return hfield_find(s, len, "Content-Transfer-Encoding", &f) == 1 &&
+	    hfield_value_is(&f, "base64");
+}
+
+/*
+ * Find the next delimiter line "--boundary" (transport padding allowed
+ * after it) at or after pos, which starts a line: 1 for a delimiter, 2
+ * for the close delimiter "--boundary--", 0 when there is none. *line is
+ * where it starts, *after where the next line starts.
+ */
+static int
+mime_next_delim(const char *s, size_t len, size_t pos, const char *b,
+	size_t blen, size_t *line, size_t *after)
+{
+	size_t e, k, q;
+	int close;
+
+	while (pos < len) {
+		for (e = pos; e < len && s[e] != '\n'; e++) {
+			continue;
+		}
+		k = (e > pos && s[e - 1] == '\r') ? e - 1 : e;
+		if (k - pos >= 2 + blen && s[pos] == '-' && s[pos + 1] == '-' &&
+		    memcmp(s + pos + 2, b, blen) == 0) {
+			q = pos + 2 + blen;
+			close = k - q >= 2 && s[q] == '-' && s[q + 1] == '-';
+			for (q += close ? 2 : 0; q < k && is_wsp((unsigned char)s[q]); q++) {
+				continue;
+			}
+			if (q == k) {
+				*line = pos;
+				*after = e < len ? e + 1 : len;
+				return close ? 2 : 1;
+			}
+		}
+		pos = e + 1;
+	}
+	return 0;
+}
+
+/* The two parts of a multipart/signed body (RFC 1847): exactly two, each
+ * ending before the line break that precedes the next delimiter. */
+static int
+mime_split_signed(const char *s, size_t len, const char *b, size_t blen,
+	size_t start[2], size_t end[2])
+{
+	size_t line = 0, after = 0;
+	int k, r;
+
+	if (mime_next_delim(s, len, 0, b, blen, &line, &after) != 1) {
+		return -1;
+	}
+	for (k = 0; k < 2; k++) {
+		start[k] = after;
+		r = mime_next_delim(s, len, after, b, blen, &line, &after);
+		if (r != (k == 0 ? 1 : 2)) {
+			return -1;
+		}
+		if (line > start[k] && s[line - 1] == '\n') {
+			line--;
+			if (line > start[k] && s[line - 1] == '\r') {
+				line--;
+			}
+		}
+		end[k] = line;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * 6b.5 S/MIME: CMS SignedData (RFC 5652) and the checks
+ * ---------------------------------------------------------------------- */
+
+/* What the authenticity checks share. */
+typedef struct {
+	const char *mail;
+	size_t mail_len;
+	size_t body;                        /* offset of the body */
+	const mail_header *outer;           /* the fields header_scan() found */
+	const acme_smime_pending *pending;
+	field_span prot[3];                 /* protected From, To, Subject */
+	int hp_differs;                     /* some protected value differs */
+} auth_state;
+
+/* The signed message located in the mail. */
+typedef struct {
+	der_in der;                /* the CMS, decoded into smime_work */
+	der_in certs;              /* contents of certificates [0] */
+	der_in signers;            /* contents of signerInfos */
+	const char *content;       /* the signed MIME entity */
+	size_t content_len;
+	int detached;              /* multipart/signed: hash with CR LF */
+} smime_msg;
+
+typedef struct {
+	int by_ski;
+	der_in issuer, serial;     /* issuerAndSerialNumber, or */
+	der_in ski;                /* subjectKeyIdentifier */
+	const auth_hash_alg *hash; /* digestAlgorithm */
+	der_in attrs;              /* the signedAttrs encoding (p NULL: none) */
+	der_in md;                 /* message-digest attribute */
+	der_in headers;            /* RFC 7508 attribute values (p NULL: none) */
+	const sig_alg *alg;
+	der_in sig;
+} cms_signer;
+
+/* The SignedData wrapper: ContentInfo, version, digest algorithms,
+ * encapsulated content (id-data, present or not), certificates, CRLs
+ * (skipped), signer infos. */
+static int
+cms_parse(smime_msg *m)
+{
+	der_in in = m->der, ci, sd, v, encap, oid, content;
+
+	content.p = NULL;
+	content.len = 0;
+	if (der_expect(&in, DER_SEQUENCE, &ci) < 0 || in.len != 0 ||
+	    der_expect(&ci, DER_OID, &oid) < 0 ||
+	    !der_is(&oid, oid_pkcs7_signed, sizeof oid_pkcs7_signed) ||
+	    der_expect(&ci, DER_CTX0_CONS, &v) < 0 ||
+	    der_expect(&v, DER_SEQUENCE, &sd) < 0 ||
+	    der_expect(&sd, DER_INTEGER, &v) < 0 ||
+	    der_expect(&sd, DER_SET, &v) < 0 ||
+	    der_expect(&sd, DER_SEQUENCE, &encap) < 0 ||
+	    der_expect(&encap, DER_OID, &oid) < 0 ||
+	    !der_is(&oid, oid_pkcs7_data, sizeof oid_pkcs7_data)) {
+		return -1;
+	}
+	if (encap.len > 0 && (der_expect(&encap, DER_CTX0_CONS, &v) < 0 ||
+	    der_expect(&v, DER_OCTET_STR, &content) < 0)) {
+		return -1;
+	}
+	m->certs.len = 0;
+	if (der_peek(&sd) == DER_CTX0_CONS) {
+		der_next(&sd, &m->certs, NULL);
+	}
+	if (der_peek(&sd) == DER_CTX1_CONS) {
+		der_next(&sd, &v, NULL);
+	}
+	if (der_expect(&sd, DER_SET, &m->signers) < 0) {
+		return -1;
+	}
+	if (!m->detached) {
+		if (content.p == NULL) {
+			return -1;
+		}
+		m->content = (const char *)content.p;
+		m->content_len = content.len;
+	}
+	return 0;
+}
+
+/* Signed attributes: content-type (id-data) and message-digest, once
+ * each, as RFC 5652 section 5.3 requires; the RFC 7508 secure headers
+ * when present. */
+static int
+cms_signed_attrs(der_in attrs, cms_signer *si)
+{
+	der_in a, type, vals, v;
+	int seen_type = 0;
+
+	while (attrs.len > 0) {
+		if (der_expect(&attrs, DER_SEQUENCE, &a) < 0 ||
+		    der_expect(&a, DER_OID, &type) < 0 ||
+		    der_expect(&a, DER_SET, &vals) < 0) {
+			return -1;
+		}
+		if (der_is(&type, oid_attr_content_type, sizeof oid_attr_content_type)) {
+			if (seen_type++ || der_expect(&vals, DER_OID, &v) < 0 ||
+			    vals.len != 0 ||
+			    !der_is(&v, oid_pkcs7_data, sizeof oid_pkcs7_data)) {
+				return -1;
+			}
+		} else if (der_is(&type, oid_attr_message_digest,
+		    sizeof oid_attr_message_digest)) {
+			if (si->md.p != NULL ||
+			    der_expect(&vals, DER_OCTET_STR, &si->md) < 0 ||
+			    vals.len != 0) {
+				return -1;
+			}
+		} else if (der_is(&type, oid_attr_secure_headers,
+		    sizeof oid_attr_secure_headers)) {
+			if (si->headers.p != NULL) {
+				return -1;
+			}
+			si->headers = vals;
+		}
+	}
+	return seen_type && si->md.p != NULL ? 0 : -1;
+}
+
+/* The next SignerInfo: OK, SMIME_MALFORMED or SMIME_UNSUPPORTED. */
+static int
+cms_next_signer(der_in *signers, cms_signer *si)
+{
+	der_in s, v, oid, sid;
+	int tag;
+
+	memset(si, 0, sizeof *si);
+	if (der_expect(signers, DER_SEQUENCE, &s) < 0 ||
+	    der_expect(&s, DER_INTEGER, &v) < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	tag = der_next(&s, &sid, NULL);
+	if (tag == DER_CTX0_PRIM) {
+		si->by_ski = 1;
+		si->ski = sid;
+	} else if (tag != DER_SEQUENCE ||
+	    der_next(&sid, &v, &si->issuer) != DER_SEQUENCE ||
+	    der_expect(&sid, DER_INTEGER, &si->serial) < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	if (der_alg(&s, &oid) < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	si->hash = hash_alg_find(&oid, 0);
+	if (der_peek(&s) == DER_CTX0_CONS &&
+	    (der_next(&s, &v, &si->attrs) < 0 || cms_signed_attrs(v, si) < 0)) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	if (der_alg(&s, &oid) < 0 ||
+	    der_expect(&s, DER_OCTET_STR, &si->sig) < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	si->alg = sig_alg_find(&oid);
+	if (si->hash == NULL || si->alg == NULL ||
+	    (si->alg->hash_id != 0 && si->alg->hash_id != si->hash->id)) {
+		return ACME_SMIME_MAIL_SMIME_UNSUPPORTED;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* The signer's certificate among the message's: 1 with it in *c, or 0. */
+static int
+cms_signer_cert(const smime_msg *m, const cms_signer *si, cert_view *c)
+{
+	der_in set = m->certs, v, tlv, san, ski;
+
+	while (set.len > 0) {
+		if (der_next(&set, &v, &tlv) < 0) {
+			return 0;
+		}
+		if (cert_parse(tlv, c) < 0) {
+			continue;
+		}
+		if (si->by_ski ? cert_extensions(c, CERT_ANY, &san, &ski) == 0 &&
+		    ski.len > 0 && der_equal(&ski, &si->ski) :
+		    der_equal(&c->issuer, &si->issuer) &&
+		    der_equal(&c->serial, &si->serial)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Which protected field a name is: 0 From, 1 To, 2 Subject, or -1. */
+static int
+protected_index(const char *name, size_t len)
+{
+	static const char *const names[3] = { "From", "To", "Subject" };
+	int k;
+
+	for (k = 0; k < 3; k++) {
+		if (ascii_caseeq(name, len, names[k])) {
+			return k;
+		}
+	}
+	return -1;
+}
+
+/* RFC 7508 SecureHeaderFields: SET { canonAlgorithm ENUMERATED,
+ * SEQUENCE OF { name VisibleString, value UTF8String, status INTEGER
+ * DEFAULT duplicated } }. A "deleted" From, To or Subject cannot match
+ * the outer header. */
+static int
+hp_from_7508(der_in vals, field_span prot[3])
+{
+	der_in shf, v, fields, hf, name, value, status;
+	int k;
+
+	if (der_expect(&vals, DER_SET, &shf) < 0 || vals.len != 0 ||
+	    der_expect(&shf, DER_ENUMERATED, &v) < 0 ||
+	    der_expect(&shf, DER_SEQUENCE, &fields) < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	while (fields.len > 0) {
+		status.len = 0;
+		if (der_expect(&fields, DER_SEQUENCE, &hf) < 0 ||
+		    der_expect(&hf, DER_VISIBLE, &name) < 0 ||
+		    der_expect(&hf, DER_UTF8, &value) < 0 ||
+		    (hf.len > 0 && der_expect(&hf, DER_INTEGER, &status) < 0)) {
+			return ACME_SMIME_MAIL_SMIME_MALFORMED;
+		}
+		k = protected_index((const char *)name.p, name.len);
+		if (k < 0) {
+			continue;
+		}
+		if (prot[k].raw != NULL || (status.len == 1 && status.p[0] == 1)) {
+			return ACME_SMIME_MAIL_SMIME_HEADER_MISMATCH;
+		}
+		prot[k].raw = (const char *)value.p;
+		prot[k].raw_len = value.len;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* Header protection by a signed message/rfc822 copy: the inner message's
+ * From, To and Subject. */
+static int
+hp_from_inner_message(const smime_msg *m, field_span prot[3])
+{
+	char buf[ACME_SMIME_MAX_HEADER + 1];
+	mime_type mt;
+	hfield_iter it;
+	hfield f;
+	long body;
+	int r, k;
+
+	if (mime_entity_type(m->content, m->content_len, buf, sizeof buf, &mt) != 1 ||
+	    !span_caseeq(&mt.type, "message/rfc822") ||
+	    (body = hfield_body(m->content, m->content_len)) < 0) {
+		return ACME_SMIME_MAIL_SMIME_NO_HEADER_PROTECTION;
+	}
+	hfield_iter_init(&it, m->content + body, m->content_len - (size_t)body);
+	while ((r = hfield_next(&it, &f)) > 0) {
+		k = protected_index(f.name, f.name_len);
+		if (k < 0) {
+			continue;
+		}
+		if (prot[k].raw != NULL) {
+			return ACME_SMIME_MAIL_SMIME_HEADER_MISMATCH;
+		}
+		prot[k].raw = f.value;
+		prot[k].raw_len = f.value_len;
+	}
+	return r < 0 ? ACME_SMIME_MAIL_SMIME_MALFORMED : ACME_SMIME_MAIL_OK;
+}
+
+/*
+ * Header protection (RFC 8823 section 3.1): the signed From, To and
+ * Subject, from the RFC 7508 attribute or an inner message/rfc822. Strict
+ * mode wants all three, equal to the outer fields; the relaxed mode takes
+ * whichever are protected, in place of the outer ones, and notes when
+ * they differ.
+ */
+static int
+smime_header_protection(auth_state *st, const smime_msg *m,
+	const cms_signer *si)
+{
+	static const int outer_field[3] = { FIELD_FROM, FIELD_TO, FIELD_SUBJECT };
+	int relaxed = (st->pending->policy &
+	    ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION) != 0;
+	field_span prot[3];
+	const field_span *o;
+	int r, k, any = 0;
+	size_t i;
+
+	memset(prot, 0, sizeof prot);
+	r = si->headers.p != NULL ? hp_from_7508(si->headers, prot) :
+	    hp_from_inner_message(m, prot);
+	if (r != ACME_SMIME_MAIL_OK) {
+		return r;
+	}
+	for (k = 0; k < 3; k++) {
+		o = &st->outer->field[outer_field[k]];
+		if (prot[k].raw == NULL) {
+			if (!relaxed) {
+				return ACME_SMIME_MAIL_SMIME_NO_HEADER_PROTECTION;
+			}
+			continue;
+		}
+		any = 1;
+		if (prot[k].raw_len > ACME_SMIME_MAX_HEADER) {
+			return ACME_SMIME_MAIL_HEADER_TOO_LONG;
+		}
+		for (i = 0; i < prot[k].raw_len; i++) {
+			if (prot[k].raw[i] == '\0') {
+				return ACME_SMIME_MAIL_SMIME_HEADER_MISMATCH;
+			}
+		}
+		if (o->raw == NULL ||
+		    !value_equal_relaxed(prot[k].raw, prot[k].raw_len, o->raw, o->raw_len)) {
+			if (!relaxed) {
+				return ACME_SMIME_MAIL_SMIME_HEADER_MISMATCH;
+			}
+			st->hp_differs = 1;
+		}
+	}
+	if (!any) {
+		return ACME_SMIME_MAIL_SMIME_NO_HEADER_PROTECTION;
+	}
+	memcpy(st->prot, prot, sizeof prot);
+	return ACME_SMIME_MAIL_OK;
+}
+
+/*
+ * One signer, in the order that names the most telling failure: the
+ * content digest, the signer's certificate and key, the signature over
+ * the signed attributes, the chain to an anchor, the sender's address in
+ * the certificate, header protection.
+ */
+static int
+smime_check_signer(auth_state *st, const smime_msg *m, const cms_signer *si)
+{
+	unsigned char digest[64], hash[64];
+	auth_hasher h;
+	cert_view leaf;
+	br_x509_pkey key;
+	der_in san, ski;
+	size_t n;
+	int r;
+
+	ah_init(&h, si->hash->cls);
+	if (m->detached) {
+		ah_put_crlf(&h, m->content, m->content_len);
+	} else {
+		ah_put(&h, m->content, m->content_len);
+	}
+	n = ah_out(&h, digest);
+	memcpy(hash, digest, n);
+	if (si->attrs.p != NULL) {
+		if (!der_is(&si->md, digest, n)) {
+			return ACME_SMIME_MAIL_SMIME_DIGEST_MISMATCH;
+		}
+		/* The signature covers the attributes with a SET tag in
+		 * place of their [0] (RFC 5652 section 5.4). */
+		ah_init(&h, si->hash->cls);
+		ah_putc(&h, DER_SET);
+		ah_put(&h, si->attrs.p + 1, si->attrs.len - 1);
+		ah_out(&h, hash);
+	}
+	if (!cms_signer_cert(m, si, &leaf) ||
+	    cert_extensions(&leaf, CERT_LEAF, &san, &ski) < 0) {
+		return ACME_SMIME_MAIL_SMIME_UNTRUSTED;
+	}
+	if (spki_parse(leaf.spki, &key) < 0 || key.key_type != si->alg->key_type) {
+		return ACME_SMIME_MAIL_SMIME_UNSUPPORTED;
+	}
+	if (!auth_verify(&key, si->hash->id, hash, n, si->sig.p, si->sig.len)) {
+		return ACME_SMIME_MAIL_SMIME_BAD_SIGNATURE;
+	}
+	r = smime_chain(&m->certs, &leaf, st->pending);
+	if (r == ACME_SMIME_MAIL_OK) {
+		r = san_names_sender(san, st->pending->from);
+	}
+	if (r == ACME_SMIME_MAIL_OK) {
+		r = smime_header_protection(st, m, si);
+	}
+	return r;
+}
+
+/* Decode the base64 body of an entity into smime_work. */
+static int
+smime_decode(auth_state *st, const char *s, size_t len, der_in *der)
+{
+	const acme_smime_pending *p = st->pending;
+	int n;
+
+	if (p->smime_work == NULL) {
+		return ACME_SMIME_MAIL_SMIME_LIMIT;
+	}
+	n = b64_decode_text(p->smime_work, p->smime_work_size, s, len);
+	if (n < 0) {
+		return n == ACME_SMIME_ERR_BUFFER ? ACME_SMIME_MAIL_SMIME_LIMIT :
+		    ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	der->p = p->smime_work;
+	der->len = (size_t)n;
+	return ACME_SMIME_MAIL_OK;
+}
+
+/*
+ * Find the S/MIME structure: multipart/signed with a pkcs7-signature
+ * second part (the first part is the signed entity), or pkcs7-mime
+ * signed-data (the entity is inside the CMS). Anything else, PGP/MIME and
+ * encrypted mail included, carries no S/MIME signature: AUTH_ABSENT.
+ */
+static int
+smime_locate(auth_state *st, smime_msg *m)
+{
+	char buf[ACME_SMIME_MAX_HEADER + 1], bnd[71];
+	const char *body = st->mail + st->body;
+	size_t body_len = st->mail_len - st->body, start[2], end[2], blen;
+	mime_type mt;
+	long sig_body;
+	int r;
+
+	memset(m, 0, sizeof *m);
+	r = mime_entity_type(st->mail, st->mail_len, buf, sizeof buf, &mt);
+	if (r < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	if (r == 0) {
+		return AUTH_ABSENT;
+	}
+	if (is_pkcs7_type(&mt.type, 1)) {
+		if (mt.smime_type.p != NULL &&
+		    !span_caseeq(&mt.smime_type, "signed-data")) {
+			return AUTH_ABSENT;
+		}
+		if (!mime_is_base64(st->mail, st->mail_len)) {
+			return ACME_SMIME_MAIL_SMIME_MALFORMED;
+		}
+		return smime_decode(st, body, body_len, &m->der);
+	}
+	if (!span_caseeq(&mt.type, "multipart/signed") ||
+	    !is_pkcs7_type(&mt.protocol, 0)) {
+		return AUTH_ABSENT;
+	}
+	/* The boundary lives in buf, which the part's type reuses. */
+	blen = mt.boundary.len;
+	if (mt.boundary.p == NULL || blen == 0 || blen >= sizeof bnd) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	memcpy(bnd, mt.boundary.p, blen);
+	if (mime_split_signed(body, body_len, bnd, blen, start, end) < 0 ||
+	    mime_entity_type(body + start[1], end[1] - start[1], buf, sizeof buf,
+	    &mt) != 1 || !is_pkcs7_type(&mt.type, 0) ||
+	    !mime_is_base64(body + start[1], end[1] - start[1])) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	sig_body = hfield_body(body + start[1], end[1] - start[1]);
+	if (sig_body < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	m->detached = 1;
+	m->content = body + start[0];
+	m->content_len = end[0] - start[0];
+	return smime_decode(st, body + start[1] + sig_body,
+	    end[1] - start[1] - (size_t)sig_body, &m->der);
+}
+
+/* The S/MIME proof: OK (protected values in st->prot), AUTH_ABSENT, or
+ * the reason of the signer that came closest to passing. */
+static AUTH_NOINLINE int
+smime_check(auth_state *st)
+{
+	smime_msg m;
+	cms_signer si;
+	unsigned tries;
+	int r, best = AUTH_ABSENT;
+
+	r = smime_locate(st, &m);
+	if (r != ACME_SMIME_MAIL_OK) {
+		return r;
+	}
+	/* protocol.md 16.3: no certificate is judged without the time. */
+	if (st->pending->now == 0) {
+		return ACME_SMIME_MAIL_NO_TIME;
+	}
+	if (cms_parse(&m) < 0) {
+		return ACME_SMIME_MAIL_SMIME_MALFORMED;
+	}
+	for (tries = 0; tries < AUTH_MAX_TRIES && m.signers.len > 0; tries++) {
+		r = cms_next_signer(&m.signers, &si);
+		if (r == ACME_SMIME_MAIL_OK) {
+			r = smime_check_signer(st, &m, &si);
+		}
+		if (r == ACME_SMIME_MAIL_OK) {
+			return r;
+		}
+		if (r > best) {
+			best = r;
+		}
+		if (r == ACME_SMIME_MAIL_SMIME_MALFORMED) {
+			break;
+		}
+	}
+	return best == AUTH_ABSENT ? ACME_SMIME_MAIL_SMIME_MALFORMED : best;
+}
+
+/* ------------------------------------------------------------------------
+ * 6b.6 DKIM (RFC 6376, rsa-sha256 only)
+ *
+ * ed25519-sha256 (RFC 8463) is not supported: BearSSL has no Ed25519. A
+ * mail signed both ways passes on its RSA signature. l= is refused: it
+ * lets anyone append to the signed body. rsa-sha1 is refused (RFC 8301).
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+	hfield field;                   /* the DKIM-Signature field */
+	text_span b, bh, d, s, h;
+	size_t hole_start, hole_end;    /* the b= value, offsets in value */
+	int relaxed_header, relaxed_body;
+	int has_expiry;
+	uint64_t expiry;                /* x= */
+} dkim_sig;
+
+/* An RFC 6376 tag-list: "name=value; ..." with folding white space. */
+typedef struct {
+	const char *s;
+	size_t len;
+	size_t pos;
+	size_t raw_value, raw_end;      /* the last value, white space included */
+} tag_iter;
+
+static void
+tag_iter_init(tag_iter *it, const char *s, size_t len)
+{
+	it->s = s;
+	it->len = len;
+	it->pos = 0;
+}
+
+/* The next tag: 1, 0 at the end, -1 when the list is malformed. */
+static int
+tag_next(tag_iter *it, text_span *name, text_span *value)
+{
+	size_t p = it->pos, e;
+
+	while (p < it->len && is_space((unsigned char)it->s[p])) {
+		p++;
+	}
+	if (p >= it->len) {
+		return 0;
+	}
+	name->p = it->s + p;
+	while (p < it->len && is_tag_char((unsigned char)it->s[p])) {
+		p++;
+	}
+	name->len = (size_t)(it->s + p - name->p);
+	while (p < it->len && is_space((unsigned char)it->s[p])) {
+		p++;
+	}
+	if (name->len == 0 || p >= it->len || it->s[p] != '=') {
+		return -1;
+	}
+	it->raw_value = ++p;
+	for (e = p; e < it->len && it->s[e] != ';'; e++) {
+		continue;
+	}
+	it->raw_end = e;
+	it->pos = e < it->len ? e + 1 : e;
+	while (p < e && is_space((unsigned char)it->s[p])) {
+		p++;
+	}
+	while (e > p && is_space((unsigned char)it->s[e - 1])) {
+		e--;
+	}
+	value->p = it->s + p;
+	value->len = e - p;
+	return 1;
+}
+
+static int
+span_is(const text_span *t, const char *lit)
+{
+	return t->len == strlen(lit) && memcmp(t->p, lit, t->len) == 0;
+}
+
+/* The next name of a colon-separated list (h= of a signature, h= of a key
+ * record), white space around it removed: 1, or 0 at the end. */
+static int
+list_next(const text_span *list, size_t *pos, text_span *item)
+{
+	size_t p = *pos, e;
+
+	while (p < list->len) {
+		for (e = p; e < list->len && list->p[e] != ':'; e++) {
+			continue;
+		}
+		*pos = e + 1;
+		while (p < e && is_space((unsigned char)list->p[p])) {
+			p++;
+		}
+		while (e > p && is_space((unsigned char)list->p[e - 1])) {
+			e--;
+		}
+		if (e > p) {
+			item->p = list->p + p;
+			item->len = e - p;
+			return 1;
+		}
+		p = *pos;
+	}
+	return 0;
+}
+
+static size_t
+list_count(const text_span *list)
+{
+	text_span item;
+	size_t pos = 0, n = 0;
+
+	while (list_next(list, &pos, &item)) {
+		n++;
+	}
+	return n;
+}
+
+static int
+list_has(const text_span *list, const char *name)
+{
+	text_span item;
+	size_t pos = 0;
+
+	while (list_next(list, &pos, &item)) {
+		if (ascii_caseeq(item.p, item.len, name)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* A decimal of at most 12 digits (t=, x=). */
+static int
+span_decimal(const text_span *t, uint64_t *v)
+{
+	size_t i;
+
+	*v = 0;
+	if (t->len == 0 || t->len > 12) {
+		return -1;
+	}
+	for (i = 0; i < t->len; i++) {
+		if (t->p[i] < '0' || t->p[i] > '9') {
+			return -1;
+		}
+		*v = *v * 10 + (uint64_t)(t->p[i] - '0');
+	}
+	return 0;
+}
+
+/* c= "header[/body]", each "simple" or "relaxed" (any case); absent:
+ * simple/simple, and a missing body part is simple. */
+static int
+dkim_canon(const text_span *c, dkim_sig *sig)
+{
+	text_span part;
+	size_t slash = 0;
+	int k, *out[2];
+
+	out[0] = &sig->relaxed_header;
+	out[1] = &sig->relaxed_body;
+	if (c->p == NULL) {
+		return 0;
+	}
+	while (slash < c->len && c->p[slash] != '/') {
+		slash++;
+	}
+	part.p = c->p;
+	part.len = slash;
+	for (k = 0; ; k++) {
+		if (ascii_caseeq(part.p, part.len, "relaxed")) {
+			*out[k] = 1;
+		} else if (!ascii_caseeq(part.p, part.len, "simple")) {
+			return -1;
+		}
+		if (k == 1 || slash == c->len) {
+			return 0;
+		}
+		part.p = c->p + slash + 1;
+		part.len = c->len - slash - 1;
+	}
+}
+
+enum {
+	DKIM_TAG_V, DKIM_TAG_A, DKIM_TAG_B, DKIM_TAG_BH, DKIM_TAG_C, DKIM_TAG_D,
+	DKIM_TAG_H, DKIM_TAG_L, DKIM_TAG_S, DKIM_TAG_T, DKIM_TAG_X, DKIM_TAG_I,
+	DKIM_TAG_Q, DKIM_TAG_Z, DKIM_TAG_COUNT
+};
+
+/* Parse a DKIM-Signature; a repeated tag invalidates it (RFC 6376
+ * section 3.2), unknown tags are ignored. */
+static int
+dkim_parse(const hfield *f, dkim_sig *sig)
+{
+	static const char *const names[DKIM_TAG_COUNT] = {
+		"v", "a", "b", "bh", "c", "d", "h", "l", "s", "t", "x", "i", "q", "z"
+	};
+	static const unsigned required = (1u << DKIM_TAG_V) | (1u << DKIM_TAG_A) |
+	    (1u << DKIM_TAG_B) | (1u << DKIM_TAG_BH) | (1u << DKIM_TAG_D) |
+	    (1u << DKIM_TAG_H) | (1u << DKIM_TAG_S);
+	text_span val[DKIM_TAG_COUNT], name, v;
+	tag_iter it;
+	unsigned seen = 0, k;
+	uint64_t t = 0;
+	int r;
+
+	memset(sig, 0, sizeof *sig);
+	memset(val, 0, sizeof val);
+	sig->field = *f;
+	tag_iter_init(&it, f->value, f->value_len);
+	while ((r = tag_next(&it, &name, &v)) > 0) {
+		for (k = 0; k < DKIM_TAG_COUNT && !span_is(&name, names[k]); k++) {
+			continue;
+		}
+		if (k == DKIM_TAG_COUNT) {
+			continue;
+		}
+		if (seen & (1u << k)) {
+			return ACME_SMIME_MAIL_DKIM_MALFORMED;
+		}
+		seen |= 1u << k;
+		val[k] = v;
+		if (k == DKIM_TAG_B) {
+			sig->hole_start = it.raw_value;
+			sig->hole_end = it.raw_end;
+		}
+	}
+	if (r < 0 || (seen & required) != required || !span_is(&val[DKIM_TAG_V], "1") ||
+	    list_count(&val[DKIM_TAG_H]) > DKIM_MAX_H ||
+	    dkim_canon(&val[DKIM_TAG_C], sig) < 0 ||
+	    (val[DKIM_TAG_T].p != NULL && span_decimal(&val[DKIM_TAG_T], &t) < 0) ||
+	    (val[DKIM_TAG_X].p != NULL &&
+	    (span_decimal(&val[DKIM_TAG_X], &sig->expiry) < 0 || sig->expiry < t))) {
+		return ACME_SMIME_MAIL_DKIM_MALFORMED;
+	}
+	if (span_is(&val[DKIM_TAG_A], "ed25519-sha256")) {
+		return ACME_SMIME_MAIL_DKIM_ED25519;
+	}
+	if (!span_is(&val[DKIM_TAG_A], "rsa-sha256")) {
+		return ACME_SMIME_MAIL_DKIM_ALGORITHM;
+	}
+	if (val[DKIM_TAG_L].p != NULL) {
+		return ACME_SMIME_MAIL_DKIM_LENGTH_TAG;
+	}
+	sig->has_expiry = val[DKIM_TAG_X].p != NULL;
+	sig->b = val[DKIM_TAG_B];
+	sig->bh = val[DKIM_TAG_BH];
+	sig->d = val[DKIM_TAG_D];
+	sig->s = val[DKIM_TAG_S];
+	sig->h = val[DKIM_TAG_H];
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* Body canonicalisation (RFC 6376 sections 3.4.3 and 3.4.4), streamed:
+ * empty lines are only counted until a line with content follows them,
+ * so the trailing ones are never hashed. */
+static void
+dkim_hash_body(auth_hasher *h, const char *s, size_t len, int relaxed)
+{
+	size_t i = 0, e, end, k, pending = 0;
+	int started, ws, any = 0;
+
+	while (i < len) {
+		for (e = i; e < len && s[e] != '\n'; e++) {
+			continue;
+		}
+		end = (e > i && s[e - 1] == '\r') ? e - 1 : e;
+		started = 0;
+		ws = 0;
+		for (k = i; k < end; k++) {
+			if (relaxed && is_wsp((unsigned char)s[k])) {
+				ws = 1;
+				continue;
+			}
+			if (!started) {
+				for (; pending > 0; pending--) {
+					ah_put(h, "\r\n", 2);
+				}
+				started = 1;
+			}
+			if (ws) {
+				ah_putc(h, ' ');
+				ws = 0;
+			}
+			ah_putc(h, s[k]);
+		}
+		if (started) {
+			pending = 1;
+			any = 1;
+		} else {
+			pending++;
+		}
+		i = e + 1;
+	}
+	/* simple: an empty body is one CRLF; relaxed: nothing */
+	if (any || !relaxed) {
+		ah_put(h, "\r\n", 2);
+	}
+}
+
+/* Header canonicalisation of one field (RFC 6376 sections 3.4.1 and
+ * 3.4.2), without the bytes [hole_start, hole_end) of its value. */
+static void
+dkim_hash_field(auth_hasher *h, const hfield *f, int relaxed,
+	size_t hole_start, size_t hole_end, int crlf)
+{
+	size_t i, pos = 0;
+	int c;
+
+	if (relaxed) {
+		for (i = 0; i < f->name_len; i++) {
+			ah_putc(h, to_lower((unsigned char)f->name[i]));
+		}
+		ah_putc(h, ':');
+		while ((c = relaxed_next(f->value, f->value_len, hole_start, hole_end,
+		    &pos)) >= 0) {
+			ah_putc(h, c);
+		}
+	} else {
+		ah_put_crlf(h, f->name, (size_t)(f->value - f->name));
+		ah_put_crlf(h, f->value, hole_start < hole_end ? hole_start :
+		    f->value_len);
+		if (hole_start < hole_end) {
+			ah_put_crlf(h, f->value + hole_end, f->value_len - hole_end);
+		}
+	}
+	if (crlf) {
+		ah_put(h, "\r\n", 2);
+	}
+}
+
+/* The fields h= names, in its order; repeated names take the instances
+ * of the field from the bottom up, a missing instance adds nothing (RFC
+ * 6376 section 5.4.2). */
+static void
+dkim_hash_headers(auth_hasher *h, const auth_state *st, const dkim_sig *sig)
+{
+	text_span name, earlier;
+	size_t pos = 0, epos, item, j, total, k, idx;
+	hfield_iter it;
+	hfield f;
+
+	for (item = 0; list_next(&sig->h, &pos, &name); item++) {
+		k = 0;
+		epos = 0;
+		for (j = 0; j < item && list_next(&sig->h, &epos, &earlier); j++) {
+			k += spans_caseeq(&earlier, name.p, name.len);
+		}
+		total = 0;
+		hfield_iter_init(&it, st->mail, st->mail_len);
+		while (hfield_next(&it, &f) > 0) {
+			total += spans_caseeq(&name, f.name, f.name_len);
+		}
+		if (k >= total) {
+			continue;
+		}
+		idx = total - 1 - k;
+		hfield_iter_init(&it, st->mail, st->mail_len);
+		while (hfield_next(&it, &f) > 0) {
+			if (spans_caseeq(&name, f.name, f.name_len) && idx-- == 0) {
+				dkim_hash_field(h, &f, sig->relaxed_header, 0, 0, 1);
+				break;
+			}
+		}
+	}
+}
+
+/* A selector or domain we may put in a DNS name: letters, digits, '-',
+ * '_' and '.' (so no label can be forged around ours). */
+static int
+dns_name_ok(const text_span *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->len; i++) {
+		if (!is_tag_char((unsigned char)t->p[i]) && t->p[i] != '-' &&
+		    t->p[i] != '.') {
+			return 0;
+		}
+	}
+	return t->len > 0;
+}
+
+/*
+ * Fetch "s._domainkey.d" through the dns_txt hook and parse the key
+ * record (RFC 6376 section 3.6.1) into pk, which points into kbuf. A
+ * record in testing mode (t=y) proves nothing (the RFC: treat as
+ * unsigned); an empty p= is a revoked key.
+ */
+static int
+dkim_fetch_key(const acme_smime_pending *pending, const dkim_sig *sig,
+	unsigned char *kbuf, size_t ksize, br_rsa_public_key *pk)
+{
+	char name[254], txt[ACME_SMIME_MAX_DNS_TXT + 1];
+	text_span tname, v, key_p, flag;
+	tag_iter it;
+	textbuf tb;
+	br_x509_pkey key;
+	der_in spki, contents;
+	size_t pos;
+	int n;
+
+	tb_init(&tb, name, sizeof name);
+	tb_putn(&tb, sig->s.p, sig->s.len);
+	tb_puts(&tb, "._domainkey.");
+	tb_putn(&tb, sig->d.p, sig->d.len);
+	if (!dns_name_ok(&sig->s) || !dns_name_ok(&sig->d) || tb_finish(&tb) < 0) {
+		return ACME_SMIME_MAIL_DKIM_MALFORMED;
+	}
+	if (pending->dns_txt == NULL) {
+		return ACME_SMIME_MAIL_DKIM_KEY_UNAVAILABLE;
+	}
+	n = pending->dns_txt(pending->dns_user, name, txt, sizeof txt);
+	if (n <= 0 || (size_t)n >= sizeof txt) {
+		return ACME_SMIME_MAIL_DKIM_KEY_UNAVAILABLE;
+	}
+	key_p.p = NULL;
+	key_p.len = 0;
+	tag_iter_init(&it, txt, (size_t)n);
+	while ((n = tag_next(&it, &tname, &v)) > 0) {
+		if ((span_is(&tname, "v") && !span_is(&v, "DKIM1")) ||
+		    (span_is(&tname, "k") && !span_is(&v, "rsa")) ||
+		    (span_is(&tname, "h") && !list_has(&v, "sha256"))) {
+			return ACME_SMIME_MAIL_DKIM_BAD_KEY;
+		}
+		if (span_is(&tname, "t")) {
+			for (pos = 0; list_next(&v, &pos, &flag);) {
+				if (span_is(&flag, "y")) {
+					return ACME_SMIME_MAIL_DKIM_BAD_KEY;
+				}
+			}
+		}
+		if (span_is(&tname, "p")) {
+			key_p = v;
+		}
+	}
+	if (n < 0 || key_p.len == 0) {
+		return ACME_SMIME_MAIL_DKIM_BAD_KEY;
+	}
+	n = b64_decode_text(kbuf, ksize, key_p.p, key_p.len);
+	if (n < 0) {
+		return ACME_SMIME_MAIL_DKIM_BAD_KEY;
+	}
+	spki.p = kbuf;
+	spki.len = (size_t)n;
+	if (der_expect(&spki, DER_SEQUENCE, &contents) < 0 ||
+	    spki_parse(contents, &key) < 0 || key.key_type != BR_KEYTYPE_RSA) {
+		return ACME_SMIME_MAIL_DKIM_BAD_KEY;
+	}
+	*pk = key.key.rsa;
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* One signature, cheapest checks first: the body hash before the DNS
+ * lookup, the lookup before the RSA operation. */
+static AUTH_NOINLINE int
+dkim_check_one(const auth_state *st, const hfield *f)
+{
+	static const char *const needed[] = {
+		"from", "to", "subject", "date", "message-id", "auto-submitted"
+	};
+	unsigned char hash[32], bh[33], sig_bytes[AUTH_RSA_MAX_BYTES], out[32];
+	unsigned char kbuf[AUTH_RSA_MAX_BYTES + 64];
+	const acme_smime_pending *p = st->pending;
+	br_rsa_public_key pk;
+	auth_hasher h;
+	dkim_sig sig;
+	size_t k, count = ARRAY_LEN(needed);
+	int r, n;
+
+	r = dkim_parse(f, &sig);
+	if (r != ACME_SMIME_MAIL_OK) {
+		return r;
+	}
+	if (!ascii_caseeq(sig.d.p, sig.d.len, from_domain(p))) {
+		return ACME_SMIME_MAIL_DKIM_DOMAIN_MISMATCH;
+	}
+	/* protocol.md 4.2: the fields the challenge depends on. A CA that
+	 * omits Auto-Submitted (allowed by policy) may not sign it either. */
+	if (p->policy & ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT) {
+		count--;
+	}
+	for (k = 0; k < count; k++) {
+		if (!list_has(&sig.h, needed[k])) {
+			return ACME_SMIME_MAIL_DKIM_HEADERS_UNSIGNED;
+		}
+	}
+	if (sig.has_expiry && p->now != 0 && p->now > sig.expiry) {
+		return ACME_SMIME_MAIL_DKIM_EXPIRED;
+	}
+	ah_init(&h, &br_sha256_vtable);
+	dkim_hash_body(&h, st->mail + st->body, st->mail_len - st->body,
+	    sig.relaxed_body);
+	ah_out(&h, hash);
+	if (b64_decode_text(bh, sizeof bh, sig.bh.p, sig.bh.len) != 32 ||
+	    memcmp(bh, hash, 32) != 0) {
+		return ACME_SMIME_MAIL_DKIM_BODY_HASH;
+	}
+	r = dkim_fetch_key(p, &sig, kbuf, sizeof kbuf, &pk);
+	if (r != ACME_SMIME_MAIL_OK) {
+		return r;
+	}
+	ah_init(&h, &br_sha256_vtable);
+	dkim_hash_headers(&h, st, &sig);
+	dkim_hash_field(&h, &sig.field, sig.relaxed_header, sig.hole_start,
+	    sig.hole_end, 0);
+	ah_out(&h, hash);
+	n = b64_decode_text(sig_bytes, sizeof sig_bytes, sig.b.p, sig.b.len);
+	if (n <= 0 || br_rsa_pkcs1_vrfy_get_default()(sig_bytes, (size_t)n,
+	    BR_HASH_OID_SHA256, sizeof hash, &pk, out) != 1 ||
+	    memcmp(out, hash, sizeof hash) != 0) {
+		return ACME_SMIME_MAIL_DKIM_BAD_SIGNATURE;
+	}
+	return ACME_SMIME_MAIL_OK;
+}
+
+/* The DKIM proof: OK, AUTH_ABSENT, or the reason of the signature that
+ * came closest to passing (the reasons are numbered in check order). */
+static int
+dkim_check(const auth_state *st)
+{
+	hfield_iter it;
+	hfield f;
+	unsigned tries = 0;
+	int r, best = AUTH_ABSENT;
+
+	hfield_iter_init(&it, st->mail, st->mail_len);
+	while (tries < AUTH_MAX_TRIES && hfield_next(&it, &f) > 0) {
+		if (!ascii_caseeq(f.name, f.name_len, "DKIM-Signature")) {
+			continue;
+		}
+		tries++;
+		r = dkim_check_one(st, &f);
+		if (r == ACME_SMIME_MAIL_OK) {
+			return r;
+		}
+		if (r > best) {
+			best = r;
+		}
+	}
+	return best;
+}
+
+/* ------------------------------------------------------------------------
+ * 6b.7 Authentication-Results (RFC 8601)
+ *
+ * Only the topmost field counts: the receiving server adds its own on top,
+ * and must remove forged ones carrying its authserv-id (RFC 8601 section
+ * 5); fields further down came from elsewhere. protocol.md 4.2.
+ * ---------------------------------------------------------------------- */
+
+#define AR_END  0
+#define AR_WORD 1
+#define AR_SEMI 2
+#define AR_EQ   3
+#define AR_ERR  4
+
+/* The next token of an Authentication-Results value: a word (a quoted
+ * string loses its quotes), ';' or '='; comments and folds are skipped. */
+static int
+ar_lex(addr_lexer *lx, text_span *t)
+{
+	size_t start, n;
+	int c;
+
+	while (lx->pos < lx->len) {
+		if (is_space((unsigned char)lx->s[lx->pos])) {
+			lx->pos++;
+		} else if (lx->s[lx->pos] == '(') {
+			if (addr_skip_comment(lx) < 0) {
+				return AR_ERR;
+			}
+		} else {
+			break;
+		}
+	}
+	if (lx->pos >= lx->len) {
+		return AR_END;
+	}
+	c = (unsigned char)lx->s[lx->pos];
+	if (c == ';' || c == '=') {
+		lx->pos++;
+		return c == ';' ? AR_SEMI : AR_EQ;
+	}
+	if (c == '"') {
+		n = addr_delimited_len(lx, '"');
+		if (n == 0) {
+			return AR_ERR;
+		}
+		t->p = lx->s + lx->pos + 1;
+		t->len = n - 2;
+		lx->pos += n;
+		return AR_WORD;
+	}
+	start = lx->pos;
+	while (lx->pos < lx->len && is_vchar((unsigned char)lx->s[lx->pos]) &&
+	    strchr(";=()\"", lx->s[lx->pos]) == NULL) {
+		lx->pos++;
+	}
+	t->p = lx->s + start;
+	t->len = lx->pos - start;
+	return t->len > 0 ? AR_WORD : AR_ERR;
+}
+
+/* authserv-id [version] *(";" method["/"version] "=" result
+ * *(property "=" value)): look for dkim=pass with header.d = From domain. */
+static AUTH_NOINLINE int
+ar_check(const auth_state *st)
+{
+	const char *id = st->pending->authserv_id, *dom = from_domain(st->pending);
+	addr_lexer lx;
+	hfield_iter it;
+	hfield f;
+	text_span t, method, result, prop;
+	size_t i;
+	int tok, found = 0, pass;
+
+	if (id == NULL || id[0] == '\0') {
+		return AUTH_ABSENT;
+	}
+	hfield_iter_init(&it, st->mail, st->mail_len);
+	while (!found && hfield_next(&it, &f) > 0) {
+		found = ascii_caseeq(f.name, f.name_len, "Authentication-Results");
+	}
+	if (!found) {
+		return AUTH_ABSENT;
+	}
+	lx.s = f.value;
+	lx.len = f.value_len;
+	lx.pos = 0;
+	if (ar_lex(&lx, &t) != AR_WORD || !ascii_caseeq(t.p, t.len, id)) {
+		return ACME_SMIME_MAIL_AR_UNTRUSTED;
+	}
+	tok = ar_lex(&lx, &t);
+	if (tok == AR_WORD) {
+		for (i = 0; i < t.len && t.p[i] >= '0' && t.p[i] <= '9'; i++) {
+			continue;
+		}
+		if (i < t.len) {
+			return ACME_SMIME_MAIL_AR_NO_PASS;
+		}
+		tok = ar_lex(&lx, &t);
+	}
+	while (tok == AR_SEMI) {
+		if (ar_lex(&lx, &method) != AR_WORD || ar_lex(&lx, &t) != AR_EQ ||
+		    ar_lex(&lx, &result) != AR_WORD) {
+			return ACME_SMIME_MAIL_AR_NO_PASS;
+		}
+		pass = (ascii_caseeq(method.p, method.len, "dkim") ||
+		    ascii_caseeq(method.p, method.len, "dkim/1")) &&
+		    ascii_caseeq(result.p, result.len, "pass");
+		while ((tok = ar_lex(&lx, &prop)) == AR_WORD) {
+			if (ar_lex(&lx, &t) != AR_EQ || ar_lex(&lx, &t) != AR_WORD) {
+				return ACME_SMIME_MAIL_AR_NO_PASS;
+			}
+			if (pass && ascii_caseeq(prop.p, prop.len, "header.d") &&
+			    ascii_caseeq(t.p, t.len, dom)) {
+				return ACME_SMIME_MAIL_OK;
+			}
+		}
+	}
+	return ACME_SMIME_MAIL_AR_NO_PASS;
+}
+
+/* ------------------------------------------------------------------------
+ * 6b.8 The challenge-mail check
+ * ---------------------------------------------------------------------- */
+
+static void
+auth_init(auth_state *st, const char *mail, size_t mail_len,
+	const mail_header *hdr, const acme_smime_pending *pending)
+{
+	long body = hfield_body(mail, mail_len);
+
+	memset(st, 0, sizeof *st);
+	st->mail = mail;
+	st->mail_len = mail_len;
+	st->body = body < 0 ? mail_len : (size_t)body;
+	st->outer = hdr;
+	st->pending = pending;
+}
+
+/* Relaxed header protection: the signed From, To and Subject replace the
+ * outer ones for the checks that follow. */
+static void
+auth_take_protected(const auth_state *st, mail_header *hdr)
+{
+	static const int outer_field[3] = { FIELD_FROM, FIELD_TO, FIELD_SUBJECT };
+	int k;
+
+	for (k = 0; k < 3; k++) {
+		if (st->prot[k].raw != NULL) {
+			hdr->field[outer_field[k]] = st->prot[k];
+		}
+	}
+}
+
+/*
+ * One of the three proofs must hold unless the policy allows unsigned
+ * mail. smime is the S/MIME result when it was already computed (relaxed
+ * header protection), else AUTH_NOT_RUN. The refusal names the first
+ * proof the mail carried.
+ */
+static int
+auth_decide(auth_state *st, int smime, acme_smime_mail_verdict *verdict)
+{
+	int r, first = AUTH_ABSENT;
+
+	if (st->pending->policy & ACME_SMIME_MAIL_ALLOW_UNSIGNED) {
+		verdict->proof = ACME_SMIME_PROOF_NONE;
+		verdict->relaxed |= ACME_SMIME_MAIL_ALLOW_UNSIGNED;
+		return ACME_SMIME_MAIL_OK;
+	}
+	r = smime == AUTH_NOT_RUN ? smime_check(st) : smime;
+	if (r == ACME_SMIME_MAIL_OK) {
+		verdict->proof = ACME_SMIME_PROOF_SMIME;
+		if (st->hp_differs) {
+			verdict->relaxed |= ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION;
+		}
+		return r;
+	}
+	first = r;
+	r = dkim_check(st);
+	if (r == ACME_SMIME_MAIL_OK) {
+		verdict->proof = ACME_SMIME_PROOF_DKIM;
+		return r;
+	}
+	if (first == AUTH_ABSENT) {
+		first = r;
+	}
+	r = ar_check(st);
+	if (r == ACME_SMIME_MAIL_OK) {
+		verdict->proof = ACME_SMIME_PROOF_AUTH_RESULTS;
+		return r;
+	}
+	if (first == AUTH_ABSENT) {
+		first = r;
+	}
+	return first == AUTH_ABSENT ? ACME_SMIME_MAIL_UNSIGNED : first;
+}
+
+/*
+ * The checks in the order that names the most telling reason: structure,
+ * Subject, From, To, Auto-Submitted, Reply-To, then authenticity. With
+ * relaxed header protection the S/MIME check comes first, so that the
+ * other checks see the signed From, To and Subject.
+ */
+static int
+check_mail(const char *mail, size_t mail_len,
+	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
+{
+	char scratch[ACME_SMIME_MAX_HEADER + 1];
+	mail_header hdr;
+	auth_state st;
+	int reason, smime = AUTH_NOT_RUN;
+
+	reason = header_scan(&hdr, mail, mail_len);
+	if (reason != ACME_SMIME_MAIL_OK) {
+		return reason;
+	}
+	auth_init(&st, mail, mail_len, &hdr, pending);
+	if ((pending->policy & (ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION |
+	    ACME_SMIME_MAIL_ALLOW_UNSIGNED)) ==
+	    ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION) {
+		smime = smime_check(&st);
+		if (smime == ACME_SMIME_MAIL_OK) {
+			auth_take_protected(&st, &hdr);
+		}
+	}
+	reason = check_subject(&hdr, scratch, verdict);
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_from(&hdr, scratch, pending, verdict);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_to(&hdr, scratch, pending);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_auto_submitted(&hdr, scratch, pending->policy);
+		if (hdr.field[FIELD_AUTO_SUBMITTED].raw == NULL) {
+			verdict->relaxed |= ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT;
+		}
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = collect_reply_to(&hdr, scratch, verdict);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		collect_message_id(&hdr, scratch, verdict);
+		collect_references(&hdr, scratch, verdict);
+		reason = auth_decide(&st, smime, verdict);
+	}
+	return reason;
+}
+
+int
+acme_smime_check_challenge_mail(const char *mail, size_t mail_len,
+	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
+{
+	int reason;
+
+	if (verdict == NULL) {
+		return ACME_SMIME_ERR_INVALID;
+	}
+	memset(verdict, 0, sizeof *verdict);
+	if (mail == NULL || pending == NULL
+	    || pending->identifier == NULL || pending->identifier[0] == '\0'
+	    || pending->from == NULL || pending->from[0] == '\0'
+	    || (pending->smime_anchors == NULL && pending->smime_anchor_count > 0)) {
+		verdict->reason = ACME_SMIME_MAIL_BAD_ARGUMENT;
+		return ACME_SMIME_ERR_INVALID;
+	}
+	reason = check_mail(mail, mail_len, pending, verdict);
+	if (reason != ACME_SMIME_MAIL_OK) {
+		/* Half-filled fields must not be mistaken for a result. */
+		memset(verdict, 0, sizeof *verdict);
+		verdict->reason = reason;
+		return ACME_SMIME_ERR_MAIL;
+	}
+	return ACME_SMIME_OK;
+}
+
+const char *
+acme_smime_mail_reason_text(int reason)
+{
+	switch (reason) {
+	case ACME_SMIME_MAIL_OK:
+		return "accepted";
+	case ACME_SMIME_MAIL_MALFORMED:
+		return "malformed header (no fields, no colon, NUL or bare CR)";
+	case ACME_SMIME_MAIL_HEADER_TOO_LONG:
+		return "an examined header field is too long";
+	case ACME_SMIME_MAIL_NO_SUBJECT:
+		return "no Subject field";
+	case ACME_SMIME_MAIL_DUPLICATE_FIELD:
+		return "a From, To, Subject or similar field appears twice";
+	case ACME_SMIME_MAIL_BAD_ENCODED_WORD:
+		return "broken RFC 2047 encoded-word in the Subject";
+	case ACME_SMIME_MAIL_BAD_CHARSET:
+		return "Subject encoded-word charset is not UTF-8 or US-ASCII";
+	case ACME_SMIME_MAIL_REPLY_SUBJECT:
+		return "Subject is a reply or forward";
+	case ACME_SMIME_MAIL_NOT_ACME_SUBJECT:
+		return "Subject does not start with \"ACME:\"";
+	case ACME_SMIME_MAIL_BAD_TOKEN:
+		return "token-part1 is missing or not base64url";
+	case ACME_SMIME_MAIL_SHORT_TOKEN:
+		return "token-part1 carries fewer than 128 bits";
+	case ACME_SMIME_MAIL_LONG_TOKEN:
+		return "token-part1 is longer than ACME_SMIME_MAX_TOKEN";
+	case ACME_SMIME_MAIL_NO_FROM:
+		return "no From field";
+	case ACME_SMIME_MAIL_BAD_FROM:
+		return "From is not exactly one mailbox";
+	case ACME_SMIME_MAIL_FROM_MISMATCH:
+		return "From is not the challenge's sender";
+	case ACME_SMIME_MAIL_NO_TO:
+		return "no To field";
+	case ACME_SMIME_MAIL_BAD_TO:
+		return "To cannot be parsed";
+	case ACME_SMIME_MAIL_TO_MISMATCH:
+		return "To does not contain our address";
+	case ACME_SMIME_MAIL_NO_AUTO_SUBMITTED:
+		return "no Auto-Submitted field";
+	case ACME_SMIME_MAIL_NOT_AUTO_GENERATED:
+		return "Auto-Submitted is not auto-generated";
+	case ACME_SMIME_MAIL_BAD_REPLY_TO:
+		return "no answerable Reply-To (unparsable, too many, not 7-bit)";
+	case ACME_SMIME_MAIL_UNSIGNED:
+		return "no S/MIME or DKIM signature, no trusted Authentication-Results";
+	case ACME_SMIME_MAIL_BAD_ARGUMENT:
+		return "the pending challenge is incomplete";
+	case ACME_SMIME_MAIL_NO_TIME:
+		return "S/MIME signed, but the time is unknown (pending.now is 0)";
+	case ACME_SMIME_MAIL_SMIME_MALFORMED:
+		return "broken S/MIME structure or CMS SignedData";
+	case ACME_SMIME_MAIL_SMIME_LIMIT:
+		return "S/MIME signature larger than the work buffer";
+	case ACME_SMIME_MAIL_SMIME_UNSUPPORTED:
+		return "S/MIME digest, signature or key algorithm not supported";
+	case ACME_SMIME_MAIL_SMIME_DIGEST_MISMATCH:
+		return "S/MIME message digest does not match the signed content";
+	case ACME_SMIME_MAIL_SMIME_BAD_SIGNATURE:
+		return "S/MIME signature does not verify";
+	case ACME_SMIME_MAIL_SMIME_UNTRUSTED:
+		return "S/MIME signer certificate not valid or not from a trusted CA";
+	case ACME_SMIME_MAIL_SMIME_NO_SAN:
+		return "S/MIME signer certificate has no rfc822Name";
+	case ACME_SMIME_MAIL_SMIME_SIGNER_MISMATCH:
+		return "S/MIME signer certificate is not for the From address";
+	case ACME_SMIME_MAIL_SMIME_NO_HEADER_PROTECTION:
+		return "S/MIME signature does not protect From, To and Subject";
+	case ACME_SMIME_MAIL_SMIME_HEADER_MISMATCH:
+		return "S/MIME protected From, To or Subject differs from the header";
+	case ACME_SMIME_MAIL_DKIM_MALFORMED:
+		return "broken DKIM-Signature (syntax, v=, a missing or repeated tag)";
+	case ACME_SMIME_MAIL_DKIM_ALGORITHM:
+		return "DKIM algorithm not rsa-sha256";
+	case ACME_SMIME_MAIL_DKIM_ED25519:
+		return "DKIM ed25519-sha256 is not supported (RSA only)";
+	case ACME_SMIME_MAIL_DKIM_LENGTH_TAG:
+		return "DKIM signature covers part of the body only (l=)";
+	case ACME_SMIME_MAIL_DKIM_DOMAIN_MISMATCH:
+		return "DKIM d= is not the From domain";
+	case ACME_SMIME_MAIL_DKIM_HEADERS_UNSIGNED:
+		return "DKIM h= lacks From, To, Subject, Date, Message-ID or Auto-Submitted";
+	case ACME_SMIME_MAIL_DKIM_EXPIRED:
+		return "DKIM signature expired (x=)";
+	case ACME_SMIME_MAIL_DKIM_BODY_HASH:
+		return "DKIM body hash does not match";
+	case ACME_SMIME_MAIL_DKIM_KEY_UNAVAILABLE:
+		return "DKIM key not found (DNS failure, no record or no dns_txt hook)";
+	case ACME_SMIME_MAIL_DKIM_BAD_KEY:
+		return "DKIM key record unusable (revoked, testing, not RSA, malformed)";
+	case ACME_SMIME_MAIL_DKIM_BAD_SIGNATURE:
+		return "DKIM signature does not verify";
+	case ACME_SMIME_MAIL_AR_UNTRUSTED:
+		return "topmost Authentication-Results is not from the trusted server";
+	case ACME_SMIME_MAIL_AR_NO_PASS:
+		return "trusted Authentication-Results has no dkim=pass for the From domain";
+	default:
+		return "unknown reason";
+	}
 }
 
 /* ========================================================================
@@ -4815,21 +7399,6 @@ http_fail(acme_smime_ctx *ctx, const char *text)
 {
 	engine_fail(ctx, ACME_SMIME_ERR_HTTP, 1, text);
 	return ACME_SMIME_ERR_HTTP;
-}
-
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
-static long
-days_from_civil(long y, unsigned m, unsigned d)
-{
-	long era;
-	unsigned yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = (unsigned)(y - era * 400);
-	doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (long)doe - 719468;
 }
 
 /* Parse n decimal digits at s; -1 if any is not a digit. */
@@ -7296,13 +9865,23 @@ resp_pop3_retr(acme_smime_ctx *ctx)
 		    "skipping a message larger than the work buffer" :
 		    "skipping a message the server would not give", NULL);
 	} else {
+		memset(&pending, 0, sizeof pending);
 		pending.identifier = ctx->authz_identifier;
 		pending.from = ctx->challenge.from;
 		pending.policy = ctx->cfg->mail_policy;
+		pending.now = ctx->ports->unix_time(ctx->ports->user);
+		pending.smime_anchors = ctx->cfg->smime_trust_anchors;
+		pending.smime_anchor_count = ctx->cfg->smime_trust_anchor_count;
+		/* The rest of the HTTP area, after the mail, takes the CMS. */
+		pending.smime_work = http_area(ctx) + ctx->body_len + 1;
+		pending.smime_work_size = http_area_size(ctx) - ctx->body_len - 1;
+		pending.dns_txt = ctx->ports->dns_txt;
+		pending.dns_user = ctx->ports->user;
+		pending.authserv_id = ctx->cfg->trusted_authserv_id;
 		r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
 		    &pending, &v);
 		if (r == ACME_SMIME_OK) {
-			if (ctx->cfg->mail_policy != 0) {
+			if (v.relaxed != 0) {
 				engine_log(ctx, ACME_SMIME_LOG_WARN,
 				    "relaxed challenge-mail policy let this mail through", NULL);
 			}

@@ -79,6 +79,12 @@ extern "C" {
 #define ACME_SMIME_MAX_REPLY_TO 4
 #endif
 
+/* Longest DNS TXT record (a DKIM key) the dns_txt hook may return: a
+ * 4096-bit RSA key record is about 800 characters. */
+#ifndef ACME_SMIME_MAX_DNS_TXT
+#define ACME_SMIME_MAX_DNS_TXT 1024
+#endif
+
 /* JSON tokens available to parse one server object (each costs 20 bytes). */
 #ifndef ACME_SMIME_JSON_TOKENS
 #define ACME_SMIME_JSON_TOKENS 96
@@ -182,26 +188,82 @@ int acme_smime_rfc8823_digest(const char *token_part1, const char *token_part2,
 	const char *thumbprint, int concat_mode, char out[ACME_SMIME_DIGEST_SIZE]);
 
 /* Challenge-mail policy flags. The default (0) is strict: every check of
- * RFC 8823 section 3.1 applies, including authenticity (DKIM or S/MIME).
- * Authenticity verification is not built into this release, so a strict
- * check refuses every mail with ACME_SMIME_MAIL_UNSIGNED; the relaxed flags
- * exist for CAs that do not sign or do not set Auto-Submitted (Pebble's
- * RFC 8823 branch, acme2certifier). Using them weakens the protection
- * against forged challenges: log it. ALLOW_NO_AUTOSUBMIT tolerates a
- * missing Auto-Submitted field only; an explicit value other than
+ * RFC 8823 section 3.1 applies, including authenticity: one of three
+ * proofs must hold (protocol.md 16.2), tried in this order:
+ *
+ *   S/MIME  a multipart/signed or pkcs7-mime signed-data signature whose
+ *           signer chains to smime_anchors at time now, whose certificate
+ *           names the From address (rfc822Name), and whose protected From,
+ *           To and Subject (an inner message/rfc822 or the RFC 7508
+ *           attribute) equal the outer ones;
+ *   DKIM    an rsa-sha256 DKIM-Signature with d= the From domain, h=
+ *           covering From, To, Subject, Date, Message-ID and
+ *           Auto-Submitted, the key fetched through dns_txt;
+ *   A-R     the topmost Authentication-Results field, from authserv_id,
+ *           reporting dkim=pass with header.d= the From domain.
+ *
+ * The relaxed flags exist for CAs that do not sign or do not set
+ * Auto-Submitted (Pebble's RFC 8823 branch, acme2certifier). Using them
+ * weakens the protection against forged challenges: the verdict's relaxed
+ * field says which one let a mail through, log it every time.
+ * ALLOW_NO_AUTOSUBMIT tolerates a missing Auto-Submitted field only (and
+ * its absence from a DKIM h=); an explicit value other than
  * auto-generated (RFC 3834 "no": a human wrote it) is refused in every
- * mode. */
-#define ACME_SMIME_MAIL_ALLOW_UNSIGNED      0x01u
-#define ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT 0x02u
+ * mode. RELAXED_HEADER_PROTECTION takes From, To and Subject from the
+ * S/MIME protected headers, in place of the outer ones, when they differ
+ * (acme4j's non-strict mode); strict refuses such a mail. */
+#define ACME_SMIME_MAIL_ALLOW_UNSIGNED            0x01u
+#define ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT       0x02u
+#define ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION 0x04u
 
-/* What the caller knows of the pending challenge. */
+/* DKIM key lookup: the TXT record at name ("sel._domainkey.example.com",
+ * no trailing dot). Write its text (the record's character-strings joined,
+ * NUL-terminated) into out and return its length; return 0 when the name
+ * has no TXT record, a negative value when the lookup failed. When there
+ * are several records, return the first. out_size is
+ * ACME_SMIME_MAX_DNS_TXT + 1. The answer must come from a resolver the
+ * device trusts (DNSSEC is not checked). */
+typedef int (*acme_smime_dns_txt_fn)(void *user, const char *name,
+	char *out, size_t out_size);
+
+/* Bytes of smime_work that hold the decoded signature of a typical
+ * detached S/MIME mail (a signer and two CA certificates); a pkcs7-mime
+ * mail also needs the size of its content. */
+#define ACME_SMIME_SMIME_WORK_SIZE 8192
+
+/* What the caller knows of the pending challenge, and what it trusts.
+ * Members it leaves zero or NULL disable the proof that needs them. */
 typedef struct acme_smime_pending {
 	const char *identifier;  /* our mailbox, the "email" identifier */
 	const char *from;        /* the challenge object's "from" */
 	unsigned policy;         /* ACME_SMIME_MAIL_* flags */
+
+	/* Unix seconds, for certificate validity and DKIM x=. 0 = unknown:
+	 * an S/MIME signature is then refused (ACME_SMIME_MAIL_NO_TIME),
+	 * never judged without the time (protocol.md 16.3). */
+	uint64_t now;
+	/* S/MIME: the CAs that issue the CA's signing certificates
+	 * (acme_smime_trust_anchors_from_pem() builds them), and scratch for
+	 * the decoded CMS (ACME_SMIME_SMIME_WORK_SIZE bytes suffice for a
+	 * detached signature). */
+	const br_x509_trust_anchor *smime_anchors;
+	size_t smime_anchor_count;
+	unsigned char *smime_work;
+	size_t smime_work_size;
+	/* DKIM: the TXT lookup (the POSIX port's acme_smime_posix_dns_txt
+	 * asks a configured resolver), and its user pointer. */
+	acme_smime_dns_txt_fn dns_txt;
+	void *dns_user;
+	/* The authserv-id of our own receiving server, whose topmost
+	 * Authentication-Results field is trusted (it must strip forged
+	 * ones, RFC 8601 section 5); NULL trusts none. */
+	const char *authserv_id;
 } acme_smime_pending;
 
-/* Why a mail was refused (ACME_SMIME_MAIL_OK when it was accepted). */
+/* Why a mail was refused (ACME_SMIME_MAIL_OK when it was accepted). When
+ * no proof holds, the reason is the first proof's the mail carried
+ * (S/MIME, DKIM, Authentication-Results), or UNSIGNED when it carried
+ * none. Within S/MIME and within DKIM the reasons are in check order. */
 enum acme_smime_mail_reason {
 	ACME_SMIME_MAIL_OK = 0,
 	ACME_SMIME_MAIL_MALFORMED,        /* no header field, a line without a
@@ -227,10 +289,45 @@ enum acme_smime_mail_reason {
 	ACME_SMIME_MAIL_NOT_AUTO_GENERATED,
 	ACME_SMIME_MAIL_BAD_REPLY_TO,     /* unparsable, too many, or an address
 	                                     a 7-bit reply cannot carry */
-	ACME_SMIME_MAIL_UNSIGNED,         /* authenticity not established */
+	ACME_SMIME_MAIL_UNSIGNED,         /* no S/MIME, no DKIM-Signature, no
+	                                     trusted Authentication-Results */
 	ACME_SMIME_MAIL_BAD_ARGUMENT,     /* the pending challenge is incomplete */
+	ACME_SMIME_MAIL_NO_TIME,          /* S/MIME signed, pending.now is 0 */
+	ACME_SMIME_MAIL_SMIME_MALFORMED,  /* MIME structure or CMS broken, BER
+	                                     indefinite lengths included */
+	ACME_SMIME_MAIL_SMIME_LIMIT,      /* the CMS does not fit smime_work */
+	ACME_SMIME_MAIL_SMIME_UNSUPPORTED, /* digest/signature/key algorithm */
+	ACME_SMIME_MAIL_SMIME_DIGEST_MISMATCH, /* message-digest != content */
+	ACME_SMIME_MAIL_SMIME_BAD_SIGNATURE,
+	ACME_SMIME_MAIL_SMIME_UNTRUSTED,  /* signer certificate missing, expired,
+	                                     not allowed to sign mail, or not
+	                                     chaining to smime_anchors */
+	ACME_SMIME_MAIL_SMIME_NO_SAN,     /* signer has no rfc822Name */
+	ACME_SMIME_MAIL_SMIME_SIGNER_MISMATCH, /* no rfc822Name is From */
+	ACME_SMIME_MAIL_SMIME_NO_HEADER_PROTECTION,
+	ACME_SMIME_MAIL_SMIME_HEADER_MISMATCH, /* protected != outer (strict) */
+	ACME_SMIME_MAIL_DKIM_MALFORMED,   /* syntax, v=, tag missing or repeated */
+	ACME_SMIME_MAIL_DKIM_ALGORITHM,   /* not rsa-sha256 (rsa-sha1 refused) */
+	ACME_SMIME_MAIL_DKIM_ED25519,     /* ed25519-sha256: not supported */
+	ACME_SMIME_MAIL_DKIM_LENGTH_TAG,  /* l= is refused */
+	ACME_SMIME_MAIL_DKIM_DOMAIN_MISMATCH, /* d= != From domain */
+	ACME_SMIME_MAIL_DKIM_HEADERS_UNSIGNED, /* h= lacks a required field */
+	ACME_SMIME_MAIL_DKIM_EXPIRED,     /* x= is past (when now is known) */
+	ACME_SMIME_MAIL_DKIM_BODY_HASH,   /* bh= does not match */
+	ACME_SMIME_MAIL_DKIM_KEY_UNAVAILABLE, /* lookup failed, no record, or
+	                                     no dns_txt hook */
+	ACME_SMIME_MAIL_DKIM_BAD_KEY,     /* revoked, t=y, not RSA, < 1024 bits */
+	ACME_SMIME_MAIL_DKIM_BAD_SIGNATURE,
+	ACME_SMIME_MAIL_AR_UNTRUSTED,     /* topmost A-R not from authserv_id */
+	ACME_SMIME_MAIL_AR_NO_PASS,       /* no dkim=pass for the From domain */
 	ACME_SMIME_MAIL_REASON_COUNT
 };
+
+/* Which proof established authenticity. */
+#define ACME_SMIME_PROOF_NONE         0  /* ACME_SMIME_MAIL_ALLOW_UNSIGNED */
+#define ACME_SMIME_PROOF_SMIME        1
+#define ACME_SMIME_PROOF_DKIM         2
+#define ACME_SMIME_PROOF_AUTH_RESULTS 3
 
 /* The result of a check. On acceptance the fields hold what the response
  * needs; on refusal reason says why and the other fields are unspecified. */
@@ -242,6 +339,9 @@ typedef struct acme_smime_mail_verdict {
 	char reply_to[ACME_SMIME_MAX_REPLY_TO][ACME_SMIME_MAX_ADDR + 1];
 	char message_id[ACME_SMIME_MAX_MSGID + 1];    /* "<...>" or "" */
 	char references[ACME_SMIME_MAX_REFERENCES + 1]; /* raw, or "" */
+	int proof;                                    /* ACME_SMIME_PROOF_* */
+	unsigned relaxed;      /* the ACME_SMIME_MAIL_* flags that let this
+	                          mail through: warn about each */
 } acme_smime_mail_verdict;
 
 /* Check a raw challenge mail (RFC 5322 text, CRLF or LF line ends; the body
@@ -502,6 +602,10 @@ typedef struct acme_smime_ports {
 	 * certificate). NULL: nothing persists, every run starts over. */
 	const acme_smime_flash *flash;
 
+	/* Optional: DNS TXT lookups for DKIM keys (see acme_smime_dns_txt_fn);
+	 * NULL: DKIM cannot be verified. */
+	acme_smime_dns_txt_fn dns_txt;
+
 	/* Optional, for dns identifiers: publish (PROVISION) or withdraw
 	 * (REMOVE) the http-01 key authorization for token. Return 0 when
 	 * done, 1 when not yet (the engine asks again later), negative on
@@ -568,6 +672,14 @@ typedef struct acme_smime_config {
 	const br_x509_trust_anchor *mail_trust_anchors;
 	size_t mail_trust_anchor_count;
 	unsigned mail_policy;
+
+	/* Challenge-mail authenticity (strict policy): anchors for S/MIME
+	 * signers, and the authserv-id of the device's own receiving server
+	 * whose Authentication-Results are trusted (NULL: none). DKIM keys
+	 * come through the ports' dns_txt hook. */
+	const br_x509_trust_anchor *smime_trust_anchors;
+	size_t smime_trust_anchor_count;
+	const char *trusted_authserv_id;
 	int token_concat;
 	uint32_t reply_grace_s, mail_poll_s, mail_wait_s;
 } acme_smime_config;

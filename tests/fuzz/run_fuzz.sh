@@ -6,7 +6,8 @@
 #                                      (make test counts each target as one test)
 #
 # A target's dictionary (tests/fuzz/fuzz_mail.dict, fuzz_json.dict for
-# fuzz_json and fuzz_authz) is passed with -dict.
+# fuzz_json and fuzz_authz, fuzz_http.dict, fuzz_engine.dict) is passed
+# with -dict.
 # Each target starts from a fresh copy of tests/fuzz/corpus/<target>/ plus
 # tests/fuzz/regressions/<target>/ in build/fuzz/work/<target>/, so nothing
 # is ever written into the repository. Crash inputs go to
@@ -14,7 +15,9 @@
 # libFuzzer's cov: figure) and exits non-zero if any target crashed, timed
 # out, leaked, broke an invariant or is missing.
 #
-# Environment: FUZZ_ARGS (extra libFuzzer flags), VERBOSE=1 (full log).
+# Environment: FUZZ_ARGS (extra libFuzzer flags), VERBOSE=1 (full log),
+# FUZZ_KEEP=1 (keep build/fuzz/work/<target>/ from the last run and add
+# the seeds to it: make fuzz-long).
 set -u
 
 cd "$(dirname "$0")/../.." || exit 1
@@ -48,18 +51,23 @@ for target in "$@"; do
         continue
     fi
     case $target in
-        fuzz_mail) max_len=16384 ;;
+        fuzz_mail|fuzz_auth) max_len=16384 ;;
+        fuzz_engine) max_len=16384 ;;
         *)         max_len=8192 ;;
     esac
     dict=
     case $target in
-        fuzz_mail)            dict=tests/fuzz/fuzz_mail.dict ;;
+        fuzz_mail|fuzz_auth)  dict=tests/fuzz/fuzz_mail.dict ;;
         fuzz_json|fuzz_authz) dict=tests/fuzz/fuzz_json.dict ;;
+        fuzz_http)            dict=tests/fuzz/fuzz_http.dict ;;
+        fuzz_engine)          dict=tests/fuzz/fuzz_engine.dict ;;
     esac
     if [ -n "$dict" ]; then
         dict="-dict=$dict"
     fi
-    rm -rf "$work"
+    if [ "${FUZZ_KEEP:-0}" != 1 ]; then
+        rm -rf "$work"
+    fi
     mkdir -p "$work" "$art"
     touch "$work.start"
     for seeds in tests/fuzz/corpus/$target tests/fuzz/regressions/$target; do
