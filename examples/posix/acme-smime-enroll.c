@@ -72,6 +72,7 @@ static const char usage_text[] =
 "    [--email ADDR]... [--pop3 HOST:PORT --pop3-tls none|starttls|implicit --pop3-user U]\n"
 "    [--smtp HOST:PORT --smtp-tls none|starttls|implicit --smtp-user U] [--mail-ca-file PEM]\n"
 "    [--token-concat string|bytes] [--reply-grace SECONDS] [--mail-policy strict|unsigned-ok]\n"
+"    [--mail-poll SECONDS] [--mail-wait SECONDS]\n"
 "    [--eab-kid ID --eab-hmac-key B64URL]\n"
 "    [--store FILE] [--out-cert FILE] [--out-key FILE] [--renew-if-due] [-v] [-q]\n";
 
@@ -92,6 +93,9 @@ static const char help_text[] =
 "  --smtp HOST:PORT, --smtp-tls MODE, --smtp-user U, --smtp-pass-file F\n"
 "  --mail-ca-file PEM     trust anchors for the mail servers\n"
 "  --token-concat string|bytes, --reply-grace SECONDS,\n"
+"  --mail-poll SECONDS    how often the mailbox is checked for the challenge\n"
+"                         mail (default 10)\n"
+"  --mail-wait SECONDS    how long to wait for it before giving up (default 600)\n"
 "  --mail-policy strict|unsigned-ok  strict (default) needs a DKIM or S/MIME\n"
 "                         signature on the challenge mail; unsigned-ok does not\n"
 "                         mail passwords come from ACME_SMIME_POP3_PASS and\n"
@@ -120,7 +124,7 @@ struct options {
 	const char *pop3, *pop3_tls, *pop3_user, *pop3_pass_file;
 	const char *smtp, *smtp_tls, *smtp_user, *smtp_pass_file;
 	const char *mail_ca_file, *token_concat, *mail_policy;
-	long reply_grace;
+	long reply_grace, mail_poll, mail_wait;
 	const char *eab_kid, *eab_hmac_key;
 	const char *store, *out_cert, *out_key;
 	int renew_if_due;
@@ -181,7 +185,7 @@ one_of(const char *v, const char *a, const char *b, const char *c)
 }
 
 static long
-parse_seconds(const char *s)
+parse_seconds(const char *opt, const char *s)
 {
 	char *end;
 	long v;
@@ -189,7 +193,7 @@ parse_seconds(const char *s)
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno != 0 || end == s || *end != '\0' || v < 0 || v > 86400L * 30)
-		die_usage("--reply-grace wants seconds (0..2592000)", s);
+		die_usage(opt, s);
 	return v;
 }
 
@@ -247,6 +251,8 @@ parse_args(int argc, char **argv, struct options *o)
 	memset(o, 0, sizeof *o);
 	o->store = "acme-smime.flash";
 	o->reply_grace = -1;
+	o->mail_poll = -1;
+	o->mail_wait = -1;
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -319,7 +325,20 @@ parse_args(int argc, char **argv, struct options *o)
 			o->token_concat = v;
 			o->mail_used = 1;
 		} else if ((v = opt_value(argc, argv, &i, "--reply-grace")) != NULL) {
-			o->reply_grace = parse_seconds(v);
+			o->reply_grace = parse_seconds("--reply-grace wants "
+				"seconds (0..2592000)", v);
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--mail-poll")) != NULL) {
+			o->mail_poll = parse_seconds("--mail-poll wants seconds "
+				"(1..2592000)", v);
+			if (o->mail_poll == 0)
+				die_usage("--mail-poll wants seconds (1..2592000)", v);
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--mail-wait")) != NULL) {
+			o->mail_wait = parse_seconds("--mail-wait wants seconds "
+				"(1..2592000)", v);
+			if (o->mail_wait == 0)
+				die_usage("--mail-wait wants seconds (1..2592000)", v);
 			o->mail_used = 1;
 		} else if ((v = opt_value(argc, argv, &i, "--mail-policy")) != NULL) {
 			if (!one_of(v, "strict", "unsigned-ok", NULL))
@@ -509,6 +528,10 @@ setup_mail(const struct options *o, acme_smime_config *cfg)
 		ACME_SMIME_CONCAT_BYTES : ACME_SMIME_CONCAT_STRING;
 	if (o->reply_grace >= 0)
 		cfg->reply_grace_s = o->reply_grace > 0 ? (uint32_t)o->reply_grace : 1;
+	if (o->mail_poll > 0)
+		cfg->mail_poll_s = (uint32_t)o->mail_poll;
+	if (o->mail_wait > 0)
+		cfg->mail_wait_s = (uint32_t)o->mail_wait;
 	if (o->mail_policy != NULL && strcmp(o->mail_policy, "unsigned-ok") == 0) {
 		cfg->mail_policy = ACME_SMIME_MAIL_ALLOW_UNSIGNED;
 		progress("warning: --mail-policy unsigned-ok: challenge mails are not "
