@@ -7,6 +7,8 @@
 #   make fuzz-build   build the libFuzzer targets tests/fuzz/fuzz_*.c
 #   make fuzz-smoke   run each target FUZZ_SECONDS (default 10) from its seeds
 #   make fuzz         the same, FUZZ_SECONDS default 300
+#   make fuzz-long    the same, FUZZ_SECONDS default 3600, keeping each
+#                     target's corpus in build/fuzz/work/ from run to run
 #   make demo     deps + build + one RFC 8823 enrollment against the local
 #                 test CA and mail servers, printing the certificate
 #   make size     Cortex-M4 size of acme_smime.o and of a firmware image
@@ -53,17 +55,21 @@ TESTS_ASAN := $(addprefix $(BUILD)/test-asan/,$(TEST_NAMES))
 # tests/fuzz/regressions/fuzz_X/; tests/fuzz/run_fuzz.sh runs them on a
 # copy under build/fuzz/work/. FUZZ_TARGETS picks a subset.
 FUZZ_CC      ?= $(shell command -v clang-14 >/dev/null 2>&1 && echo clang-14 || echo clang)
+# Uninitialised locals get a fixed non-zero pattern: a read of one gives
+# the same wrong value every run, so an invariant catches it reliably.
 FUZZ_CFLAGS  := -std=c99 -g -O1 -I. -fsanitize=fuzzer,address,undefined \
-	-fno-sanitize-recover=all
+	-fno-sanitize-recover=all -ftrivial-auto-var-init=pattern
 FUZZ_SECONDS ?= 10
 FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_HDRS    := $(wildcard tests/fuzz/*.h)
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRCS))
 FUZZ_BINS    := $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
-# make fuzz: 300 s per target unless FUZZ_SECONDS is given explicitly.
+# make fuzz: 300 s per target unless FUZZ_SECONDS is given explicitly;
+# make fuzz-long: 3600 s.
 FUZZ_LONG_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),300)
+FUZZ_HOUR_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),3600)
 
-.PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz clean demo test-lwip
+.PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz fuzz-long clean demo test-lwip
 
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES) \
 	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o
@@ -91,7 +97,7 @@ $(BUILD)/%: examples/posix/%.c $(BUILD)/gcc/acme_smime.o acme_smime.h
 
 # The enrollment CLI runs on the POSIX port (sockets, clock, entropy,
 # http-01 responder) and the file-backed NOR flash.
-POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c
+POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c port/posix/dns_txt.c
 $(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(POSIX_PORT) \
 		$(wildcard port/posix/*.h) $(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix $< $(POSIX_PORT) \
@@ -109,13 +115,24 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_DEPS) $(FUZZ_HDRS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(LIBS) -o $@
 
-fuzz-build: $(FUZZ_BINS)
+comma := ,
+# fuzz_engine as a plain program: replays inputs, --expect-done checks
+# that the complete seeds still end in ACME_SMIME_DONE (make test).
+$(BUILD)/fuzz/fuzz_engine_replay: tests/fuzz/fuzz_engine.c $(LIB_DEPS) $(FUZZ_HDRS) \
+		port/posix/flash_file.c port/posix/flash_file.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(subst fuzzer$(comma),,$(FUZZ_CFLAGS)) -DFUZZ_ENGINE_MAIN $< $(LIBS) -o $@
+
+fuzz-build: $(FUZZ_BINS) $(BUILD)/fuzz/fuzz_engine_replay
 
 fuzz-smoke: fuzz-build
 	bash tests/fuzz/run_fuzz.sh -t $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 fuzz: fuzz-build
 	bash tests/fuzz/run_fuzz.sh -t $(FUZZ_LONG_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-long: fuzz-build
+	FUZZ_KEEP=1 bash tests/fuzz/run_fuzz.sh -t $(FUZZ_HOUR_SECONDS) $(FUZZ_TARGETS)
 
 # The lwIP example: the library on Debian's lwIP over a tap device in a
 # network namespace (tests/lwip/lwip_test.sh, root).

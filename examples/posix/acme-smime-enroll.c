@@ -40,6 +40,7 @@
 #include "acme_smime.h"
 #include "acme_smime_posix.h"
 #include "flash_file.h"
+#include "dns_txt.h"
 
 #define EXIT_USAGE   2
 #define EXIT_TLS     3
@@ -72,7 +73,8 @@ static const char usage_text[] =
 "    [--email ADDR]... [--pop3 HOST:PORT --pop3-tls none|starttls|implicit --pop3-user U]\n"
 "    [--smtp HOST:PORT --smtp-tls none|starttls|implicit --smtp-user U] [--mail-ca-file PEM]\n"
 "    [--token-concat string|bytes] [--reply-grace SECONDS] [--mail-policy strict|unsigned-ok]\n"
-"    [--mail-poll SECONDS] [--mail-wait SECONDS]\n"
+"    [--mail-poll SECONDS] [--mail-wait SECONDS] [--smime-ca-file PEM]\n"
+"    [--dns-resolver HOST:PORT] [--trusted-authserv-id ID]\n"
 "    [--eab-kid ID --eab-hmac-key B64URL]\n"
 "    [--store FILE] [--out-cert FILE] [--out-key FILE] [--renew-if-due] [-v] [-q]\n";
 
@@ -98,6 +100,9 @@ static const char help_text[] =
 "  --mail-wait SECONDS    how long to wait for it before giving up (default 600)\n"
 "  --mail-policy strict|unsigned-ok  strict (default) needs a DKIM or S/MIME\n"
 "                         signature on the challenge mail; unsigned-ok does not\n"
+"  --smime-ca-file PEM    anchors for S/MIME-signed challenge mails\n"
+"  --dns-resolver H:P     DNS server for DKIM keys (UDP)\n"
+"  --trusted-authserv-id ID  trust Authentication-Results from this server\n"
 "                         mail passwords come from ACME_SMIME_POP3_PASS and\n"
 "                         ACME_SMIME_SMTP_PASS or the *-pass-file options, never argv\n"
 "  --eab-kid ID --eab-hmac-key B64URL   external account binding\n"
@@ -124,6 +129,7 @@ struct options {
 	const char *pop3, *pop3_tls, *pop3_user, *pop3_pass_file;
 	const char *smtp, *smtp_tls, *smtp_user, *smtp_pass_file;
 	const char *mail_ca_file, *token_concat, *mail_policy;
+	const char *smime_ca_file, *dns_resolver, *authserv_id;
 	long reply_grace, mail_poll, mail_wait;
 	const char *eab_kid, *eab_hmac_key;
 	const char *store, *out_cert, *out_key;
@@ -340,6 +346,15 @@ parse_args(int argc, char **argv, struct options *o)
 			if (o->mail_wait == 0)
 				die_usage("--mail-wait wants seconds (1..2592000)", v);
 			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--smime-ca-file")) != NULL) {
+			o->smime_ca_file = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--dns-resolver")) != NULL) {
+			o->dns_resolver = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--trusted-authserv-id")) != NULL) {
+			o->authserv_id = v;
+			o->mail_used = 1;
 		} else if ((v = opt_value(argc, argv, &i, "--mail-policy")) != NULL) {
 			if (!one_of(v, "strict", "unsigned-ok", NULL))
 				die_usage("--mail-policy wants strict|unsigned-ok", v);
@@ -483,6 +498,19 @@ split_host_port(const char *v, char *host, size_t size, unsigned *port)
 	*port = (unsigned)strtoul(colon + 1, NULL, 10);
 }
 
+/* DKIM keys: the library asks through the ports' dns_txt hook, whose
+ * user pointer is the POSIX port's; the resolver is kept here. */
+static struct acme_smime_dns_resolver resolver;
+static int have_resolver;
+
+static int
+cli_dns_txt(void *user, const char *name, char *out, size_t out_size)
+{
+	(void)user;
+	return have_resolver ? acme_smime_posix_dns_txt(&resolver, name, out,
+		out_size) : -1;
+}
+
 /* The RFC 8823 part of the configuration. */
 static void
 setup_mail(const struct options *o, acme_smime_config *cfg)
@@ -523,6 +551,21 @@ setup_mail(const struct options *o, acme_smime_config *cfg)
 	cfg->mail_trust_anchor_count = load_anchors_into(o->mail_ca_file != NULL ?
 		o->mail_ca_file : SYSTEM_CA_FILE, mail_storage, sizeof mail_storage,
 		mail_anchors, MAX_ANCHORS);
+	if (o->smime_ca_file != NULL) {
+		static unsigned char smime_storage[ANCHOR_STORAGE / 4];
+		static br_x509_trust_anchor smime_anchors[MAX_ANCHORS / 4];
+
+		cfg->smime_trust_anchors = smime_anchors;
+		cfg->smime_trust_anchor_count = load_anchors_into(o->smime_ca_file,
+			smime_storage, sizeof smime_storage, smime_anchors,
+			MAX_ANCHORS / 4);
+	}
+	if (o->dns_resolver != NULL) {
+		if (acme_smime_dns_resolver_init(&resolver, o->dns_resolver) != 0)
+			die_usage("--dns-resolver wants HOST:PORT", o->dns_resolver);
+		have_resolver = 1;
+	}
+	cfg->trusted_authserv_id = o->authserv_id;
 	cfg->token_concat = o->token_concat != NULL &&
 		strcmp(o->token_concat, "bytes") == 0 ?
 		ACME_SMIME_CONCAT_BYTES : ACME_SMIME_CONCAT_STRING;
@@ -879,6 +922,7 @@ main(int argc, char **argv)
 		return EXIT_STORAGE;
 	}
 	ports.flash = &store.flash;
+	ports.dns_txt = cli_dns_txt;
 	{
 		/* Test hook: power cut after N flash operations (erase or
 		 * program). The interrupted operation is left half done and
