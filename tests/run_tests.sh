@@ -204,7 +204,7 @@ SUITE_TIMEOUT=${SUITE_TIMEOUT:-900}
 export TESTENV_PORTS=auto
 if [ "${INTEGRATION:-1}" != 0 ]; then
     for suite in tests/examples_test.sh tests/pebble/cli_pebble_test.sh \
-            tests/ca/selftest.sh tests/lwip/lwip_test.sh; do
+            tests/ca/selftest.sh tests/lwip/lwip_test.sh tests/dns_txt_test.sh; do
         [ -e "$suite" ] && run_suite "$suite" "$suite"
     done
 fi
