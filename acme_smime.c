@@ -7058,6 +7058,7 @@ typedef struct {
 	unsigned char *storage;
 	size_t size, used;
 	int overflow;
+	int trailing;             /* bytes after the certificate's DER */
 	br_x509_decoder_context x509;
 } ta_loader;
 
@@ -7074,12 +7075,25 @@ ta_append_dn(void *arg, const void *data, size_t len)
 	tl->used += len;
 }
 
+/* BearSSL's decoder must not be pushed bytes once it has finished (it
+ * faults on them): bytes after the certificate make it unusable. */
+static void
+x509_push_once(br_x509_decoder_context *x, int *trailing, const void *data,
+	size_t len)
+{
+	if (x->decoded || x->err != 0) {
+		*trailing |= len > 0;
+		return;
+	}
+	br_x509_decoder_push(x, data, len);
+}
+
 static void
 ta_push_der(void *arg, const void *data, size_t len)
 {
 	ta_loader *tl = (ta_loader *)arg;
 
-	br_x509_decoder_push(&tl->x509, data, len);
+	x509_push_once(&tl->x509, &tl->trailing, data, len);
 }
 
 /* Copy n bytes into storage; NULL when full. */
@@ -7108,7 +7122,7 @@ ta_finish(ta_loader *tl, size_t dn_start, br_x509_trust_anchor *ta)
 	if (tl->overflow) {
 		return ACME_SMIME_ERR_BUFFER;
 	}
-	if (br_x509_decoder_last_error(&tl->x509) != 0 ||
+	if (br_x509_decoder_last_error(&tl->x509) != 0 || tl->trailing ||
 	    (pk = br_x509_decoder_get_pkey(&tl->x509)) == NULL) {
 		tl->used = dn_start;
 		return 0;
@@ -7170,6 +7184,7 @@ acme_smime_trust_anchors_from_pem(const char *pem, size_t pem_len,
 					return ACME_SMIME_ERR_BUFFER;
 				}
 				dn_start = tl.used;
+				tl.trailing = 0;
 				br_x509_decoder_init(&tl.x509, ta_append_dn, &tl);
 				br_pem_decoder_setdest(&pc, ta_push_der, &tl);
 			} else {
@@ -7307,6 +7322,13 @@ url_split(const char *url, url_parts *u)
 		u->port = (unsigned)port;
 	}
 	u->path = *end == '\0' ? "/" : end;
+	/* A URL from the server goes into the request line: nothing but
+	 * printable ASCII without spaces may pass (no CR/LF injection). */
+	for (end = url; *end != '\0'; end++) {
+		if ((unsigned char)*end <= 0x20 || (unsigned char)*end >= 0x7F) {
+			return ACME_SMIME_ERR_INVALID;
+		}
+	}
 	return ACME_SMIME_OK;
 }
 
@@ -8642,6 +8664,7 @@ cert_trailer_read(const acme_smime_flash *f, cert_trailer *t)
 	in.p = buf;
 	in.len = sizeof buf;
 	in.pos = 0;
+	in.bad = 0;
 	in.bad = rec_get_uint(&in, 1) != 1;
 	{
 		/* The key sits in a fixed 48-byte field. */
@@ -8725,6 +8748,7 @@ engine_load(acme_smime_ctx *ctx, int have_account_key)
 		in.p = buf;
 		in.len = len;
 		in.pos = 0;
+		in.bad = 0;
 		in.bad = rec_get_uint(&in, 1) != 1;
 		rec_get_key(&in, &key);
 		rec_get_str(&in, dir, sizeof dir);
@@ -8772,6 +8796,7 @@ engine_load(acme_smime_ctx *ctx, int have_account_key)
 		in.p = buf;
 		in.len = len;
 		in.pos = 0;
+		in.bad = 0;
 		in.bad = rec_get_uint(&in, 1) != 1;
 		rec_get_bytes(&in, h, sizeof h);
 		rec_get_str(&in, ctx->url_order, sizeof ctx->url_order);
@@ -9283,6 +9308,13 @@ resp_authz(acme_smime_ctx *ctx)
 		engine_fail(ctx, r, 0, "the authorization offers no usable http-01 challenge");
 		return r;
 	}
+	/* The token names a file on the caller's web server (RFC 8555
+	 * section 8.3): base64url only, so it cannot name anything else. */
+	if (!token_chars_ok(ctx->challenge.token, strlen(ctx->challenge.token)) ||
+	    strchr(ctx->challenge.token, '=') != NULL) {
+		engine_fail(ctx, ACME_SMIME_ERR_JSON, 0, "the http-01 token is not base64url");
+		return ctx->err.code;
+	}
 	return ST_CHALLENGE_PROVISION;
 }
 
@@ -9422,7 +9454,7 @@ resp_order_poll(acme_smime_ctx *ctx)
 /* DER bytes of the leaf, gathered by the PEM decoder. */
 typedef struct {
 	br_x509_decoder_context x509;
-	int objects;
+	int trailing;
 } leaf_reader;
 
 static void
@@ -9430,7 +9462,7 @@ leaf_push(void *arg, const void *data, size_t len)
 {
 	leaf_reader *lr = (leaf_reader *)arg;
 
-	br_x509_decoder_push(&lr->x509, data, len);
+	x509_push_once(&lr->x509, &lr->trailing, data, len);
 }
 
 /* Decode the first certificate of the PEM text: validity, and its key
@@ -9446,7 +9478,7 @@ engine_check_leaf(acme_smime_ctx *ctx, const char *pem, size_t len,
 
 	br_pem_decoder_init(&pc);
 	br_x509_decoder_init(&lr.x509, NULL, NULL);
-	lr.objects = 0;
+	lr.trailing = 0;
 	while (len > 0 && !done) {
 		size_t n = br_pem_decoder_push(&pc, pem, len);
 		int ev = br_pem_decoder_event(&pc);
@@ -9461,7 +9493,7 @@ engine_check_leaf(acme_smime_ctx *ctx, const char *pem, size_t len,
 			break;
 		}
 	}
-	pk = done ? br_x509_decoder_get_pkey(&lr.x509) : NULL;
+	pk = done && !lr.trailing ? br_x509_decoder_get_pkey(&lr.x509) : NULL;
 	if (pk == NULL || br_x509_decoder_last_error(&lr.x509) != 0) {
 		return http_fail(ctx, "the certificate does not decode");
 	}
@@ -9471,11 +9503,15 @@ engine_check_leaf(acme_smime_ctx *ctx, const char *pem, size_t len,
 		    "the certificate is not for our key");
 		return ctx->err.code;
 	}
+	if (lr.x509.notbefore_days < BR_DAYS_AT_UNIX_EPOCH ||
+	    lr.x509.notafter_days < BR_DAYS_AT_UNIX_EPOCH) {
+		return http_fail(ctx, "the certificate has an odd validity period");
+	}
 	*not_before = ((uint64_t)lr.x509.notbefore_days - BR_DAYS_AT_UNIX_EPOCH) * 86400u +
 	    lr.x509.notbefore_seconds;
 	*not_after = ((uint64_t)lr.x509.notafter_days - BR_DAYS_AT_UNIX_EPOCH) * 86400u +
 	    lr.x509.notafter_seconds;
-	if (lr.x509.notbefore_days < BR_DAYS_AT_UNIX_EPOCH || *not_after <= *not_before) {
+	if (*not_after <= *not_before) {
 		return http_fail(ctx, "the certificate has an odd validity period");
 	}
 	return 0;
