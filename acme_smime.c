@@ -362,6 +362,22 @@ is_digit(int c)
 	return c >= '0' && c <= '9';
 }
 
+/* Parse n decimal digits at s; -1 if any is not a digit. */
+static long
+parse_digits(const char *s, size_t n)
+{
+	long v = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!is_digit((unsigned char)s[i])) {
+			return -1;
+		}
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
 static int
 hex_value(int c)
 {
@@ -1828,12 +1844,13 @@ enum mail_field {
 	FIELD_AUTO_SUBMITTED,
 	FIELD_MESSAGE_ID,
 	FIELD_REFERENCES,
+	FIELD_DATE,
 	FIELD_COUNT
 };
 
 static const char *const mail_field_names[FIELD_COUNT] = {
 	"Subject", "From", "To", "Reply-To", "Auto-Submitted", "Message-ID",
-	"References"
+	"References", "Date"
 };
 
 /* Where a field's value (after the colon, still folded) lies in the mail. */
@@ -5781,6 +5798,96 @@ auth_decide(auth_state *st, int smime, acme_smime_mail_verdict *verdict)
  * relaxed header protection the S/MIME check comes first, so that the
  * other checks see the signed From, To and Subject.
  */
+/* Next word of an RFC 5322 date: letters/digits/':'/'+'/'-' runs;
+ * commas, spaces and comments separate. */
+static size_t
+date_word(const char *s, size_t n, size_t *pos, const char **w)
+{
+	size_t i = *pos, st;
+
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == ',' || s[i] == '(')) {
+		if (s[i] == '(') {
+			while (i < n && s[i] != ')') {
+				i++;
+			}
+		}
+		i++;
+	}
+	st = i;
+	while (i < n && s[i] != ' ' && s[i] != '\t' && s[i] != ',' && s[i] != '(') {
+		i++;
+	}
+	*pos = i;
+	*w = s + (st < n ? st : n);
+	return i > st ? i - st : 0;
+}
+
+/* Clock difference tolerated between the device and the CA's mail. */
+#define MAIL_DATE_SKEW 600u
+
+/* "[Sat,] 5 Dec 2020 10:08:55 +0100" -> Unix seconds, or -1. */
+static long long
+mail_date_parse(const char *s, size_t n)
+{
+	static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
+	const char *w;
+	size_t pos = 0, len;
+	long day, year, hh, mm, ss = 0, zone = 0;
+	unsigned m;
+
+	len = date_word(s, n, &pos, &w);
+	if (len == 3 && !is_digit((unsigned char)w[0])) {
+		len = date_word(s, n, &pos, &w);        /* day of week */
+	}
+	day = len >= 1 && len <= 2 ? parse_digits(w, len) : -1;
+	len = date_word(s, n, &pos, &w);
+	for (m = 0; m < 12 && !(len == 3 &&
+	    to_lower((unsigned char)w[0]) == months[3 * m] &&
+	    to_lower((unsigned char)w[1]) == months[3 * m + 1] &&
+	    to_lower((unsigned char)w[2]) == months[3 * m + 2]); m++) {
+	}
+	len = date_word(s, n, &pos, &w);
+	year = len == 4 ? parse_digits(w, 4) : -1;
+	len = date_word(s, n, &pos, &w);
+	if (len != 5 && len != 8) {
+		return -1;
+	}
+	hh = parse_digits(w, 2);
+	mm = w[2] == ':' ? parse_digits(w + 3, 2) : -1;
+	if (len == 8) {
+		ss = w[5] == ':' ? parse_digits(w + 6, 2) : -1;
+	}
+	len = date_word(s, n, &pos, &w);
+	if (len == 5 && (w[0] == '+' || w[0] == '-') && parse_digits(w + 1, 4) >= 0) {
+		zone = parse_digits(w + 1, 2) * 3600 + parse_digits(w + 3, 2) * 60;
+		zone = w[0] == '-' ? -zone : zone;
+	}
+	if (day < 1 || day > 31 || m == 12 || year < 1970 || hh < 0 || hh > 23 ||
+	    mm < 0 || mm > 59 || ss < 0 || ss > 60) {
+		return -1;
+	}
+	return (long long)days_from_civil(year, m + 1, (unsigned)day) * 86400 +
+	    hh * 3600 + mm * 60 + ss - zone;
+}
+
+/* A mail dated well before the order began is a stale challenge from an
+ * earlier order that arrived late: answering it would spend this
+ * challenge on a wrong digest. Without a (readable) Date the snapshot
+ * alone decides. */
+static int
+check_date(const mail_header *hdr, char *scratch, uint64_t not_before)
+{
+	size_t len;
+	long long t;
+
+	if (not_before == 0 || !field_unfold(hdr, FIELD_DATE, scratch, &len)) {
+		return ACME_SMIME_MAIL_OK;
+	}
+	t = mail_date_parse(scratch, len);
+	return t >= 0 && (uint64_t)t + MAIL_DATE_SKEW < not_before ?
+	    ACME_SMIME_MAIL_STALE : ACME_SMIME_MAIL_OK;
+}
+
 static int
 check_mail(const char *mail, size_t mail_len,
 	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
@@ -5809,6 +5916,9 @@ check_mail(const char *mail, size_t mail_len,
 	}
 	if (reason == ACME_SMIME_MAIL_OK) {
 		reason = check_to(&hdr, scratch, pending);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_date(&hdr, scratch, pending->not_before);
 	}
 	if (reason == ACME_SMIME_MAIL_OK) {
 		reason = check_auto_submitted(&hdr, scratch, pending->policy);
@@ -5860,6 +5970,8 @@ acme_smime_mail_reason_text(int reason)
 	switch (reason) {
 	case ACME_SMIME_MAIL_OK:
 		return "accepted";
+	case ACME_SMIME_MAIL_STALE:
+		return "dated before the order began: a late mail of an earlier order";
 	case ACME_SMIME_MAIL_MALFORMED:
 		return "malformed header (no fields, no colon, NUL or bare CR)";
 	case ACME_SMIME_MAIL_HEADER_TOO_LONG:
@@ -7423,21 +7535,6 @@ http_fail(acme_smime_ctx *ctx, const char *text)
 	return ACME_SMIME_ERR_HTTP;
 }
 
-/* Parse n decimal digits at s; -1 if any is not a digit. */
-static long
-parse_digits(const char *s, size_t n)
-{
-	long v = 0;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		if (!is_digit((unsigned char)s[i])) {
-			return -1;
-		}
-		v = v * 10 + (s[i] - '0');
-	}
-	return v;
-}
 
 /* IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT" -> Unix seconds, or -1. */
 static long long
@@ -8574,6 +8671,14 @@ engine_save_account(acme_smime_ctx *ctx)
 	rec_put_key(&o, &ctx->account_key);
 	rec_put_str(&o, ctx->cfg->directory_url);
 	rec_put_str(&o, ctx->url_account);
+	rec_put_uint(&o, ctx->answered_count, 1);
+	{
+		unsigned i;
+
+		for (i = 0; i < ctx->answered_count; i++) {
+			rec_put_uint(&o, ctx->answered_tokens[i], 4);
+		}
+	}
 	r = o.overflow ? ACME_SMIME_ERR_LIMIT :
 	    store_write(ctx->ports->flash, STORE_REC_ACCOUNT, buf, o.len);
 	wipe(buf, sizeof buf);
@@ -8605,6 +8710,7 @@ engine_save_enrollment(acme_smime_ctx *ctx, int clear)
 		rec_put_uint(&o, ctx->flags_authz, 1);
 		rec_put_uint(&o, ctx->email_flags, 1);
 		rec_put_uint(&o, ctx->answered_uid, 4);
+		rec_put_uint(&o, ctx->snapshot_time, 8);
 	}
 	r = o.overflow ? ACME_SMIME_ERR_LIMIT :
 	    store_write(ctx->ports->flash, STORE_REC_ENROLLMENT, buf, o.len);
@@ -8753,6 +8859,14 @@ engine_load(acme_smime_ctx *ctx, int have_account_key)
 		rec_get_key(&in, &key);
 		rec_get_str(&in, dir, sizeof dir);
 		rec_get_str(&in, ctx->url_account, sizeof ctx->url_account);
+		if (!in.bad && in.pos < in.len) {
+			unsigned k, n = (unsigned)rec_get_uint(&in, 1);
+
+			for (k = 0; k < n && k < ARRAY_LEN(ctx->answered_tokens); k++) {
+				ctx->answered_tokens[k] = (uint32_t)rec_get_uint(&in, 4);
+			}
+			ctx->answered_count = in.bad ? 0 : k;
+		}
 		if (!in.bad && strcmp(dir, ctx->cfg->directory_url) == 0) {
 			ctx->account_key = key;
 			engine_log(ctx, ACME_SMIME_LOG_INFO, "stored account: ", ctx->url_account[0] ?
@@ -8814,6 +8928,7 @@ engine_load(acme_smime_ctx *ctx, int have_account_key)
 		ctx->flags_authz = (unsigned)rec_get_uint(&in, 1);
 		ctx->email_flags = (unsigned)rec_get_uint(&in, 1);
 		ctx->answered_uid = (uint32_t)rec_get_uint(&in, 4);
+		ctx->snapshot_time = rec_get_uint(&in, 8);
 		if (!in.bad && memcmp(h, ctx->ident_hash, sizeof h) == 0) {
 			ctx->snapshot_taken = 1;
 			ctx->resume_order = 1;
@@ -9227,6 +9342,8 @@ resp_order(acme_smime_ctx *ctx)
 	}
 	memcpy(ctx->url_order, ctx->location, sizeof ctx->url_order);
 	engine_log(ctx, ACME_SMIME_LOG_INFO, "order: ", ctx->url_order);
+	ctx->email_flags = 0;
+	ctx->flags_authz = 0;
 	/* The certificate key is made with the order and stored with it, so
 	 * a reboot after finalize still holds the key of the CSR. */
 	if (engine_cert_key(ctx) < 0 || engine_save_enrollment(ctx, 0) < 0) {
@@ -9601,8 +9718,17 @@ resp_resume(acme_smime_ctx *ctx)
 		engine_log(ctx, ACME_SMIME_LOG_WARN, "stored order unusable: new order", NULL);
 		ctx->resume_order = 0;
 		acme_smime_key_wipe(&ctx->cert_key);
+		/* Nothing of the old order's challenges carries over; a new
+		 * snapshot holds the old order's mails. */
+		ctx->email_flags = 0;
+		ctx->flags_authz = 0;
+		ctx->snapshot_taken = 0;
 		if (engine_save_enrollment(ctx, 1) < 0) {
 			return ctx->err.code;
+		}
+		if (engine_has_email(ctx->cfg)) {
+			ctx->pop3_purpose = POP3_SNAPSHOT;
+			return ST_POP3_CONNECT;
 		}
 		return ST_ORDER;
 	}
@@ -9786,6 +9912,7 @@ resp_pop3_uidl(acme_smime_ctx *ctx)
 	}
 	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
 		ctx->snapshot_taken = 1;
+		ctx->snapshot_time = ctx->ports->unix_time(ctx->ports->user);
 	}
 	return ctx->candidate_count > 0 ? ST_POP3_RETR : ST_POP3_QUIT;
 }
@@ -9881,6 +10008,18 @@ engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
 	ctx->reply_len = (size_t)n;
 	ctx->email_flags = EMAIL_ANSWERED;
 	ctx->answered_uid = ctx->candidate_uid[ctx->candidate_index];
+	/* Remembered with the account, beyond this order: the same mail
+	 * delivered again later is never answered again. */
+	if (ctx->answered_count == ARRAY_LEN(ctx->answered_tokens)) {
+		memmove(ctx->answered_tokens, ctx->answered_tokens + 1,
+		    sizeof ctx->answered_tokens - sizeof ctx->answered_tokens[0]);
+		ctx->answered_count--;
+	}
+	ctx->answered_tokens[ctx->answered_count++] =
+	    uid_hash(v->token_part1, strlen(v->token_part1));
+	if (engine_save_account(ctx) < 0) {
+		return ctx->err.code;
+	}
 	engine_log(ctx, ACME_SMIME_LOG_INFO, "challenge mail accepted: answering ", v->message_id);
 	return engine_save_enrollment(ctx, 0);
 }
@@ -9914,9 +10053,18 @@ resp_pop3_retr(acme_smime_ctx *ctx)
 		pending.dns_txt = ctx->ports->dns_txt;
 		pending.dns_user = ctx->ports->user;
 		pending.authserv_id = ctx->cfg->trusted_authserv_id;
+		pending.not_before = ctx->snapshot_time;
 		r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
 		    &pending, &v);
-		if (r == ACME_SMIME_OK) {
+		if (r == ACME_SMIME_OK && uid_in(ctx->answered_tokens, ctx->answered_count,
+		    uid_hash(v.token_part1, strlen(v.token_part1)))) {
+			/* The same challenge mail again (re-delivered, copied):
+			 * it was answered once and never will be twice. */
+			engine_log(ctx, ACME_SMIME_LOG_INFO,
+			    "ignoring a message: answered before: ", v.message_id);
+			r = ACME_SMIME_ERR_MAIL;
+			v.reason = ACME_SMIME_MAIL_OK;
+		} else if (r == ACME_SMIME_OK) {
 			if (v.relaxed != 0) {
 				engine_log(ctx, ACME_SMIME_LOG_WARN,
 				    "relaxed challenge-mail policy let this mail through", NULL);
@@ -9929,8 +10077,10 @@ resp_pop3_retr(acme_smime_ctx *ctx)
 			ctx->mail_found = 1;
 			return ST_POP3_QUIT;
 		}
-		engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
-		    acme_smime_mail_reason_text(v.reason));
+		if (v.reason != ACME_SMIME_MAIL_OK) {
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
+			    acme_smime_mail_reason_text(v.reason));
+		}
 	}
 	return ++ctx->candidate_index < ctx->candidate_count ? ST_POP3_RETR : ST_POP3_QUIT;
 }
@@ -10518,6 +10668,34 @@ engine_enter(acme_smime_ctx *ctx, int next)
 	return next == ST_DONE ? ACME_SMIME_DONE : ACME_SMIME_AGAIN;
 }
 
+/*
+ * The ACME connection failed in the middle of an exchange (dropped, reset,
+ * a handshake cut off): try again after a back-off, a bounded number of
+ * times. The nonce is gone with the request, so a new one is fetched. A
+ * finalize that may have reached the server is not sent twice: the order
+ * is read instead, and says what happened.
+ */
+static int
+engine_retry_lost(acme_smime_ctx *ctx, int r)
+{
+	int next = ctx->state;
+
+	if ((r != ACME_SMIME_ERR_NET && r != ACME_SMIME_ERR_TLS) || !ctx->err.retryable ||
+	    ctx->retries >= cfg_or(ctx->cfg->request_retries, 5)) {
+		return r;
+	}
+	ctx->retries++;
+	engine_log(ctx, ACME_SMIME_LOG_WARN, "connection lost: trying again: ", ctx->err.text);
+	memset(&ctx->err, 0, sizeof ctx->err);
+	tls_close(ctx);
+	ctx->nonce[0] = '\0';
+	if (next == ST_FINALIZE) {
+		next = ST_ORDER_POLL;
+	}
+	return engine_wait(ctx, 1u << (ctx->retries < 6 ? ctx->retries : 6), next,
+	    "connection-lost");
+}
+
 int
 acme_smime_step(acme_smime_ctx *ctx)
 {
@@ -10566,7 +10744,7 @@ acme_smime_step(acme_smime_ctx *ctx)
 			return ACME_SMIME_WANT_IO;
 		}
 		if (r < 0) {
-			return r;
+			return st->talk == TALK_HTTP ? engine_retry_lost(ctx, r) : r;
 		}
 		ctx->phase = PH_BUILD;
 		if (st->talk == TALK_MAIL) {

@@ -258,6 +258,10 @@ typedef struct acme_smime_pending {
 	 * Authentication-Results field is trusted (it must strip forged
 	 * ones, RFC 8601 section 5); NULL trusts none. */
 	const char *authserv_id;
+	/* Unix seconds when the order began (0: no check): a mail whose Date
+	 * is more than 10 minutes older is a late mail of an earlier order
+	 * (ACME_SMIME_MAIL_STALE). */
+	uint64_t not_before;
 } acme_smime_pending;
 
 /* Why a mail was refused (ACME_SMIME_MAIL_OK when it was accepted). When
@@ -320,6 +324,7 @@ enum acme_smime_mail_reason {
 	ACME_SMIME_MAIL_DKIM_BAD_SIGNATURE,
 	ACME_SMIME_MAIL_AR_UNTRUSTED,     /* topmost A-R not from authserv_id */
 	ACME_SMIME_MAIL_AR_NO_PASS,       /* no dkim=pass for the From domain */
+	ACME_SMIME_MAIL_STALE,            /* Date well before pending.not_before */
 	ACME_SMIME_MAIL_REASON_COUNT
 };
 
@@ -854,6 +859,7 @@ typedef struct acme_smime_ctx {
 	unsigned candidate[ACME_SMIME_MAX_EXAMINED];
 	uint32_t candidate_uid[ACME_SMIME_MAX_EXAMINED];
 	int snapshot_taken;
+	uint64_t snapshot_time;           /* Unix seconds, 0 unknown */
 	int mx_kind, mx_state, mx_ok, mx_truncated, mx_secret, mx_from;
 	int pop3_purpose;
 	size_t reply_len;                 /* the reply mail, in the HTTP area */
@@ -864,6 +870,8 @@ typedef struct acme_smime_ctx {
 	int mail_found;                   /* challenge mail accepted */
 	unsigned email_flags;             /* EMAIL_* in acme_smime.c */
 	uint32_t answered_uid;
+	unsigned answered_count;          /* token-part1 hashes answered, ever */
+	uint32_t answered_tokens[8];
 	uint64_t mail_deadline_ms;
 
 	/* persistence (section 7 of acme_smime.c) */

@@ -270,7 +270,7 @@ def challenge_mail(token1=TOKEN1, ar=False):
     return (("Authentication-Results: " + MX_ID + "; dkim=pass header.d=ca.test "
              "header.s=sel; spf=pass smtp.mailfrom=ca.test\r\n" if ar else "") +
             "Auto-Submitted: auto-generated; type=acme\r\n"
-            "Date: Sun, 29 Nov 2026 08:00:00 +0000\r\n"
+            "Date: Mon, 30 Nov 2026 00:53:20 +0000\r\n"
             "Message-ID: <chall-1@ca.test>\r\n"
             "From: " + CA_FROM + "\r\n"
             "To: " + EMAIL + "\r\n"
