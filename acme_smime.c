@@ -7517,6 +7517,8 @@ http_response_reset(acme_smime_ctx *ctx)
 	ctx->line_len = 0;
 	ctx->line_overflow = 0;
 	ctx->location[0] = '\0';
+	ctx->link_up[0] = '\0';
+	ctx->link_alternates = 0;
 	ctx->resp_nonce[0] = '\0';
 	ctx->retry_after_s = 0;
 	ctx->has_retry_after = 0;
@@ -7618,7 +7620,7 @@ http_header_needed(const char *name, size_t n)
 {
 	static const char *const needed[] = {
 		"content-length", "transfer-encoding", "connection", "replay-nonce",
-		"location", "retry-after", "content-type",
+		"location", "retry-after", "content-type", "link",
 	};
 	size_t i;
 
@@ -7628,6 +7630,70 @@ http_header_needed(const char *name, size_t n)
 		}
 	}
 	return 0;
+}
+
+/*
+ * Link (RFC 8288), as ACME uses it (RFC 8555 section 7.4.2 and others):
+ * "<url>;rel=up, <url>;rel="alternate"", possibly over several header
+ * lines. The "up" target and the number of alternate certificate chains
+ * are kept; other relations ("index", "terms-of-service") are skipped.
+ */
+static void
+http_links(acme_smime_ctx *ctx, const char *v, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		const char *url;
+		size_t ulen, pe;
+
+		while (i < n && (v[i] == ' ' || v[i] == ',' || v[i] == '\t')) {
+			i++;
+		}
+		if (i >= n || v[i] != '<') {
+			return;
+		}
+		url = v + ++i;
+		while (i < n && v[i] != '>') {
+			i++;
+		}
+		if (i >= n) {
+			return;
+		}
+		ulen = (size_t)(v + i - url);
+		/* The parameters run to the next comma outside quotes. */
+		for (pe = ++i; pe < n && v[pe] != ','; pe++) {
+			if (v[pe] == '"') {
+				while (++pe < n && v[pe] != '"') {
+				}
+			}
+		}
+		for (; i + 4 <= pe; i++) {
+			if (ascii_caseeq(v + i, 4, "rel=")) {
+				const char *r = v + i + 4;
+				size_t rl = 0;
+
+				if (r < v + pe && r[0] == '"') {
+					r++;
+					while (r + rl < v + pe && r[rl] != '"') {
+						rl++;
+					}
+				} else {
+					while (r + rl < v + pe && r[rl] != ';' && r[rl] != ' ') {
+						rl++;
+					}
+				}
+				if (ascii_caseeq(r, rl, "up")) {
+					copy_field(ctx->link_up, sizeof ctx->link_up, url,
+					    ulen < sizeof ctx->link_up ? ulen : 0);
+				} else if (ascii_caseeq(r, rl, "alternate")) {
+					ctx->link_alternates++;
+				}
+				break;
+			}
+		}
+		i = pe;
+	}
 }
 
 static int
@@ -7688,6 +7754,8 @@ http_header(acme_smime_ctx *ctx, const char *line, size_t len)
 		}
 	} else if (ascii_caseeq(line, n, "retry-after")) {
 		http_retry_after(ctx, v, vn);
+	} else if (ascii_caseeq(line, n, "link")) {
+		http_links(ctx, v, vn);
 	} else if (ascii_caseeq(line, n, "content-type")) {
 		size_t e = 0;
 
@@ -9698,6 +9766,10 @@ resp_download(acme_smime_ctx *ctx)
 	ctx->chain_len = ctx->sink_len == 0 || ctx->sink_len == ctx->body_len ?
 	    ctx->body_len : 0;
 	engine_log(ctx, ACME_SMIME_LOG_INFO, "certificate downloaded", NULL);
+	if (ctx->link_alternates > 0) {
+		engine_log(ctx, ACME_SMIME_LOG_DEBUG,
+		    "the server offers alternate chains; the default one is kept", NULL);
+	}
 	return ST_DONE;
 }
 

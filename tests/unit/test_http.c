@@ -84,6 +84,29 @@ response_parses_in_every_chunking(void **state)
 }
 
 static void
+link_headers_give_up_and_alternates(void **state)
+{
+	static const char text[] =
+	    "HTTP/1.1 200 OK\r\n"
+	    "Link: <https://ca.test/dir>;rel=\"index\"\r\n"
+	    "Link: <https://ca.test/cert/1/1>;rel=\"alternate\", "
+	    "<https://ca.test/cert/1/2>; rel=alternate\r\n"
+	    "Link: <https://ca.test/authz/7>;rel=up;title=\"a,b\"\r\n"
+	    "Content-Length: 0\r\n\r\n";
+
+	(void)state;
+	reset_ctx(REQ_POST);
+	assert_int_equal(feed(text, 5), RS_DONE);
+	assert_string_equal(ctx.link_up, "https://ca.test/authz/7");
+	assert_int_equal(ctx.link_alternates, 2);
+	reset_ctx(REQ_POST);
+	assert_int_equal(feed("HTTP/1.1 200 OK\r\nLink: garbage<\r\nLink: <x\r\n"
+	    "Content-Length: 0\r\n\r\n", 3), RS_DONE);
+	assert_string_equal(ctx.link_up, "");
+	assert_int_equal(ctx.link_alternates, 0);
+}
+
+static void
 chunked_body_is_reassembled(void **state)
 {
 	static const char text[] =
@@ -340,6 +363,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(response_parses_in_every_chunking),
+		cmocka_unit_test(link_headers_give_up_and_alternates),
 		cmocka_unit_test(chunked_body_is_reassembled),
 		cmocka_unit_test(head_response_has_no_body),
 		cmocka_unit_test(body_until_close_without_length),
