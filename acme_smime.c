@@ -10089,11 +10089,15 @@ engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
 	}
 	ctx->answered_tokens[ctx->answered_count++] =
 	    uid_hash(v->token_part1, strlen(v->token_part1));
-	if (engine_save_account(ctx) < 0) {
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "challenge mail accepted: answering ", v->message_id);
+	/* The order's record first: cut between the two writes, the next
+	 * boot knows the mail was taken (answered, maybe not sent) and
+	 * starts a new order; the account's list only guards against the
+	 * same mail delivered again later. */
+	if (engine_save_enrollment(ctx, 0) < 0) {
 		return ctx->err.code;
 	}
-	engine_log(ctx, ACME_SMIME_LOG_INFO, "challenge mail accepted: answering ", v->message_id);
-	return engine_save_enrollment(ctx, 0);
+	return engine_save_account(ctx);
 }
 
 static int
