@@ -6947,6 +6947,7 @@ conn_open(acme_smime_ctx *ctx, const char *host, unsigned port, int tls,
 	int resume = 0;
 
 	tls_close(ctx);
+	ctx->handshake_counted = 0;
 	if (copy_field(ctx->conn_host, sizeof ctx->conn_host, host, strlen(host)) < 0) {
 		engine_fail(ctx, ACME_SMIME_ERR_LIMIT, 0, "server host name too long");
 		return ACME_SMIME_ERR_LIMIT;
@@ -10745,9 +10746,9 @@ engine_enter(acme_smime_ctx *ctx, int next)
 }
 
 /*
- * The ACME connection failed in the middle of an exchange (dropped, reset,
- * a handshake cut off): try again after a back-off, a bounded number of
- * times. The nonce is gone with the request, so a new one is fetched. A
+ * The ACME connection failed in the middle of an exchange (dropped or
+ * reset after the handshake): try again after a back-off, a bounded
+ * number of times. The nonce is gone with the request, so a new one is fetched. A
  * finalize that may have reached the server is not sent twice: the order
  * is read instead, and says what happened.
  */
@@ -10756,7 +10757,11 @@ engine_retry_lost(acme_smime_ctx *ctx, int r)
 {
 	int next = ctx->state;
 
+	/* Only a connection that worked and then broke: a server that
+	 * cannot be reached at all is reported at once (the caller decides
+	 * when to try again). */
 	if ((r != ACME_SMIME_ERR_NET && r != ACME_SMIME_ERR_TLS) || !ctx->err.retryable ||
+	    !ctx->handshake_counted ||
 	    ctx->retries >= cfg_or(ctx->cfg->request_retries, 5)) {
 		return r;
 	}
