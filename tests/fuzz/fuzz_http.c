@@ -20,7 +20,9 @@
  * line buffer stays in bounds; every kept header is NUL-terminated within
  * its field; a Replay-Nonce is base64url; a completed response has a final
  * (2xx-9xx) status and a Content-Length body of exactly that length; an
- * error leaves a sticky error in the context.
+ * error leaves a sticky error in the context; a body streamed to flash
+ * (however little of it the area kept) reads back from the record as the
+ * whole body.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "acme_smime.c"
