@@ -8312,12 +8312,14 @@ mx_put_base64(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
 }
 
 /* ========================================================================
- * 11. Engine: the RFC 8555 flow as a resumable state machine
+ * 11. Engine: the RFC 8555 and RFC 8823 flow as a resumable state machine
  *
- * The state table below is the map of the client. Each state that talks
- * to the server has a request builder and a response handler; the step
- * function around them handles what every exchange shares: nonces,
- * badNonce retries, rate limits and server errors, waits.
+ * The state table (engine_states[]) is the map of the client. Each state
+ * that talks to the ACME server or to a mail server has a request builder
+ * and a response handler; the step function around them handles what
+ * every exchange shares: nonces, badNonce retries, rate limits, server
+ * errors, lost connections, waits. What must survive a power cut is
+ * written to the store (section 7) before the step that depends on it.
  * ====================================================================== */
 
 /* Engine states (ctx->state); order matches engine_states[]. */
