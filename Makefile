@@ -97,7 +97,8 @@ $(BUILD)/%: examples/posix/%.c $(BUILD)/gcc/acme_smime.o acme_smime.h
 
 # The enrollment CLI runs on the POSIX port (sockets, clock, entropy,
 # http-01 responder) and the file-backed NOR flash.
-POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c port/posix/dns_txt.c
+POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c port/posix/dns_txt.c \
+		port/posix/maildir.c
 $(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(POSIX_PORT) \
 		$(wildcard port/posix/*.h) $(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix $< $(POSIX_PORT) \

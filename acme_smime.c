@@ -5937,6 +5937,41 @@ check_mail(const char *mail, size_t mail_len,
 	return reason;
 }
 
+/*
+ * The header alone (POP3 "TOP n 0"): could this be the pending challenge?
+ * The header checks of check_mail(), none of the proofs. With relaxed
+ * header protection the outer From, To and Subject may be replaced by the
+ * signed ones, so only the header's form and Date are judged.
+ */
+static int
+screen_mail_header(const char *text, size_t len, const acme_smime_pending *pending)
+{
+	char scratch[ACME_SMIME_MAX_HEADER + 1];
+	acme_smime_mail_verdict v;
+	mail_header hdr;
+	int reason;
+
+	memset(&v, 0, sizeof v);
+	reason = header_scan(&hdr, text, len);
+	if (reason == ACME_SMIME_MAIL_OK &&
+	    !(pending->policy & ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION)) {
+		reason = check_subject(&hdr, scratch, &v);
+		if (reason == ACME_SMIME_MAIL_OK) {
+			reason = check_from(&hdr, scratch, pending, &v);
+		}
+		if (reason == ACME_SMIME_MAIL_OK) {
+			reason = check_to(&hdr, scratch, pending);
+		}
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_date(&hdr, scratch, pending->not_before);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_auto_submitted(&hdr, scratch, pending->policy);
+	}
+	return reason;
+}
+
 int
 acme_smime_check_challenge_mail(const char *mail, size_t mail_len,
 	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
@@ -8052,9 +8087,10 @@ http_exchange(acme_smime_ctx *ctx)
  * ====================================================================== */
 
 /* Response kinds. */
-#define MX_POP3_LINE  1
-#define MX_POP3_MULTI 2
+#define MX_POP3_LINE  1   /* a status line */
+#define MX_POP3_MULTI 2   /* a multi-line body, into the HTTP area */
 #define MX_SMTP       3
+#define MX_POP3_LIST  4   /* a multi-line listing, line by line, unbounded */
 
 /* Exchange states. */
 #define MXS_SEND    0
@@ -8111,11 +8147,29 @@ mx_command(acme_smime_ctx *ctx, int kind, const char *a, const char *b, int secr
 	return 0;
 }
 
+static void pop3_list_line(acme_smime_ctx *ctx);
+
 /* Append one body byte to the area; past its end the body is marked
- * truncated (the caller refuses it) but still read to its end. */
+ * truncated (the caller refuses it) but still read to its end. A
+ * listing goes to ctx->line instead, one line at a time. */
 static void
 mx_emit(acme_smime_ctx *ctx, unsigned char c)
 {
+	if (ctx->mx_kind == MX_POP3_LIST) {
+		if (c == '\n') {
+			if (ctx->line_len > 0 && ctx->line[ctx->line_len - 1] == '\r') {
+				ctx->line_len--;
+			}
+			ctx->line[ctx->line_len] = '\0';
+			pop3_list_line(ctx);
+			ctx->line_len = 0;
+		} else if (ctx->line_len < ACME_SMIME_MAX_HEADER_LINE) {
+			ctx->line[ctx->line_len++] = (char)c;
+		} else {
+			ctx->list_bad = 1;
+		}
+		return;
+	}
 	if (ctx->body_len + 1 < http_area_size(ctx)) {
 		http_area(ctx)[ctx->body_len++] = c;
 	} else {
@@ -8202,10 +8256,10 @@ mx_parse(acme_smime_ctx *ctx, const unsigned char *data, size_t len)
 				mx_smtp_line(ctx);
 			} else {
 				ctx->mx_ok = ctx->line_len >= 3 && memcmp(ctx->line, "+OK", 3) == 0;
-				ctx->mx_state = ctx->mx_kind == MX_POP3_MULTI && ctx->mx_ok ?
+				ctx->mx_state = ctx->mx_kind != MX_POP3_LINE && ctx->mx_ok ?
 				    MXS_BOL : MXS_DONE;
 			}
-			if (ctx->mx_state == MXS_STATUS) {
+			if (ctx->mx_state == MXS_STATUS || ctx->mx_state == MXS_BOL) {
 				ctx->line_len = 0;
 			}
 			break;
@@ -8341,7 +8395,10 @@ enum {
 	ST_POP3_USER,
 	ST_POP3_PASS,
 	ST_POP3_UIDL,
+	ST_POP3_LIST,
+	ST_POP3_TOP,
 	ST_POP3_RETR,
+	ST_POP3_DELE,
 	ST_POP3_QUIT,
 	ST_SMTP_CONNECT,
 	ST_SMTP_EHLO,
@@ -8354,6 +8411,10 @@ enum {
 	ST_SMTP_DATA,
 	ST_SMTP_BODY,
 	ST_SMTP_QUIT,
+	ST_MBOX_LIST,
+	ST_MBOX_READ,
+	ST_MBOX_REMOVE,
+	ST_MBOX_SEND,
 	ST_DONE,
 	ST_COUNT
 };
@@ -8369,8 +8430,8 @@ enum {
 #define EMAIL_POSTED   4u   /* the challenge was POSTed */
 
 /* Why a POP3 session runs. */
-#define POP3_SNAPSHOT 0
-#define POP3_FETCH    1
+#define MBOX_SNAPSHOT 0
+#define MBOX_FETCH    1
 
 static void
 engine_log(acme_smime_ctx *ctx, int level, const char *a, const char *b)
@@ -8574,6 +8635,7 @@ problem_is(const acme_smime_ctx *ctx, const char *name)
 
 static int engine_email_authz(acme_smime_ctx *ctx);
 static int engine_has_email(const acme_smime_config *cfg);
+static int engine_mailbox(acme_smime_ctx *ctx, int purpose);
 
 /* --- persistence: the records of section 7, as the engine lays them out ---
  *
@@ -8770,10 +8832,11 @@ engine_save_enrollment(acme_smime_ctx *ctx, int clear)
 	}
 	tb_init(&o, (char *)buf, sizeof buf);
 	if (!clear) {
-		rec_put_uint(&o, 1, 1);
+		rec_put_uint(&o, 2, 1);   /* layout version */
 		rec_put(&o, ctx->ident_hash, sizeof ctx->ident_hash);
 		rec_put_str(&o, ctx->url_order);
 		rec_put_key(&o, &ctx->cert_key);
+		rec_put_uint(&o, ctx->snapshot_total, 4);
 		rec_put_uint(&o, ctx->snapshot_count, 2);
 		for (i = 0; i < ctx->snapshot_count; i++) {
 			rec_put_uint(&o, ctx->snapshot[i], 4);
@@ -8982,12 +9045,14 @@ engine_load(acme_smime_ctx *ctx, int have_account_key)
 		in.len = len;
 		in.pos = 0;
 		in.bad = 0;
-		in.bad = rec_get_uint(&in, 1) != 1;
+		in.bad = rec_get_uint(&in, 1) != 2;
 		rec_get_bytes(&in, h, sizeof h);
 		rec_get_str(&in, ctx->url_order, sizeof ctx->url_order);
 		rec_get_key(&in, &ctx->cert_key);
+		ctx->snapshot_total = (uint32_t)rec_get_uint(&in, 4);
 		ctx->snapshot_count = (unsigned)rec_get_uint(&in, 2);
-		if (ctx->snapshot_count > ACME_SMIME_MAX_SNAPSHOT) {
+		if (ctx->snapshot_count > ACME_SMIME_MAX_SNAPSHOT ||
+		    ctx->snapshot_count > ctx->snapshot_total) {
 			in.bad = 1;
 		} else {
 			unsigned k;
@@ -9277,8 +9342,7 @@ engine_before_order(acme_smime_ctx *ctx)
 		return ST_RESUME;
 	}
 	if (engine_has_email(ctx->cfg) && !ctx->snapshot_taken) {
-		ctx->pop3_purpose = POP3_SNAPSHOT;
-		return ST_POP3_CONNECT;
+		return engine_mailbox(ctx, MBOX_SNAPSHOT);
 	}
 	return ST_ORDER;
 }
@@ -9802,8 +9866,7 @@ resp_resume(acme_smime_ctx *ctx)
 			return ctx->err.code;
 		}
 		if (engine_has_email(ctx->cfg)) {
-			ctx->pop3_purpose = POP3_SNAPSHOT;
-			return ST_POP3_CONNECT;
+			return engine_mailbox(ctx, MBOX_SNAPSHOT);
 		}
 		return ST_ORDER;
 	}
@@ -9856,6 +9919,145 @@ uid_in(const uint32_t *list, unsigned n, uint32_t h)
 	return 0;
 }
 
+/*
+ * Listings: POP3 UIDL or the mailbox hook's list, one entry at a time in
+ * mailbox (arrival) order, nothing buffered. A snapshot keeps the ids of
+ * the last ACME_SMIME_MAX_SNAPSHOT messages. A poll keeps, as candidates,
+ * the first new messages after the last one known: not in the snapshot,
+ * not examined before, not the answered one. Whatever is listed before a
+ * snapshot message (in a mailbox larger than the snapshot) or before the
+ * last message examined is old or was looked at.
+ */
+static void
+mbox_start_listing(acme_smime_ctx *ctx)
+{
+	if (ctx->mbox_purpose == MBOX_SNAPSHOT) {
+		ctx->snapshot_count = 0;
+		ctx->snapshot_total = 0;
+	}
+	ctx->candidate_count = 0;
+	ctx->candidate_index = 0;
+	ctx->listed = 0;
+	ctx->list_bad = 0;
+}
+
+static void
+mbox_entry(acme_smime_ctx *ctx, const char *id, size_t n, unsigned num, size_t size)
+{
+	unsigned cap = ctx->ports->mailbox != NULL ? 1 : ACME_SMIME_MAX_EXAMINED;
+	unsigned kept = ctx->examined_count < ACME_SMIME_MAX_EXAMINED_KEPT ?
+	    ctx->examined_count : ACME_SMIME_MAX_EXAMINED_KEPT;
+	uint32_t h;
+
+	if (n == 0 || n > ACME_SMIME_MAX_MAIL_ID) {
+		ctx->list_bad = 1;
+		return;
+	}
+	h = uid_hash(id, n);
+	ctx->listed++;
+	if (ctx->mbox_purpose == MBOX_SNAPSHOT) {
+		ctx->snapshot[ctx->snapshot_total % ACME_SMIME_MAX_SNAPSHOT] = h;
+		if (ctx->snapshot_total < 0xFFFFFFFFu) {
+			ctx->snapshot_total++;
+		}
+		if (ctx->snapshot_count < ACME_SMIME_MAX_SNAPSHOT) {
+			ctx->snapshot_count++;
+		}
+		return;
+	}
+	if (uid_in(ctx->snapshot, ctx->snapshot_count, h)) {
+		if (ctx->snapshot_total > ctx->snapshot_count) {
+			ctx->candidate_count = 0;
+		}
+		return;
+	}
+	if (ctx->examined_count > 0 && h == ctx->examined_last) {
+		ctx->candidate_count = 0;
+		return;
+	}
+	if (uid_in(ctx->examined, kept, h) || h == ctx->answered_uid ||
+	    ctx->candidate_count == cap) {
+		return;
+	}
+	if (ctx->ports->mailbox != NULL) {
+		memcpy(ctx->mail_id, id, n);
+		ctx->mail_id[n] = '\0';
+		ctx->mail_size = size;
+	}
+	ctx->candidate[ctx->candidate_count] = num;
+	ctx->candidate_uid[ctx->candidate_count++] = h;
+}
+
+/* The listing is complete. */
+static void
+mbox_listed(acme_smime_ctx *ctx)
+{
+	if (ctx->mbox_purpose == MBOX_SNAPSHOT) {
+		ctx->snapshot_taken = 1;
+		ctx->snapshot_time = ctx->ports->unix_time(ctx->ports->user);
+		if (ctx->snapshot_total > ctx->snapshot_count) {
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "large mailbox: the snapshot keeps "
+			    "its newest messages; older ones are known by their place", NULL);
+		}
+	}
+}
+
+/* A candidate was looked at (and not answered): not again. */
+static void
+mbox_examined(acme_smime_ctx *ctx, uint32_t h)
+{
+	ctx->examined[ctx->examined_count % ACME_SMIME_MAX_EXAMINED_KEPT] = h;
+	ctx->examined_last = h;
+	if (ctx->examined_count < 0xFFFFFFFFu) {
+		ctx->examined_count++;
+	}
+}
+
+/* Where a mailbox visit starts: the built-in POP3 client or the hook. */
+static int
+engine_mailbox(acme_smime_ctx *ctx, int purpose)
+{
+	ctx->mbox_purpose = purpose;
+	return ctx->ports->mailbox != NULL ? ST_MBOX_LIST : ST_POP3_CONNECT;
+}
+
+/* After the snapshot: the first run goes to the directory; a snapshot
+ * taken again after an abandoned order goes to newOrder. */
+static int
+engine_after_snapshot(acme_smime_ctx *ctx)
+{
+	return ctx->url_new_order[0] != '\0' ? ST_ORDER : ST_DIRECTORY;
+}
+
+/* No challenge mail yet: look again later, until mail_wait_s. */
+static int
+engine_mail_poll(acme_smime_ctx *ctx, int state)
+{
+	if (engine_now_ms(ctx) > ctx->mail_deadline_ms) {
+		engine_fail(ctx, ACME_SMIME_ERR_TIMEOUT, 1,
+		    "no valid challenge mail arrived in time (mail_wait_s)");
+		return ctx->err.code;
+	}
+	return engine_wait(ctx, cfg_or(ctx->cfg->mail_poll_s, 10), state, "mail-poll");
+}
+
+/* The pending challenge, as the mail checks want it. */
+static void
+engine_pending(acme_smime_ctx *ctx, acme_smime_pending *pending)
+{
+	memset(pending, 0, sizeof *pending);
+	pending->identifier = ctx->authz_identifier;
+	pending->from = ctx->challenge.from;
+	pending->policy = ctx->cfg->mail_policy;
+	pending->now = ctx->ports->unix_time(ctx->ports->user);
+	pending->smime_anchors = ctx->cfg->smime_trust_anchors;
+	pending->smime_anchor_count = ctx->cfg->smime_trust_anchor_count;
+	pending->dns_txt = ctx->ports->dns_txt;
+	pending->dns_user = ctx->ports->user;
+	pending->authserv_id = ctx->cfg->trusted_authserv_id;
+	pending->not_before = ctx->snapshot_time;
+}
+
 static int
 req_pop3_connect(acme_smime_ctx *ctx)
 {
@@ -9867,7 +10069,7 @@ req_pop3_connect(acme_smime_ctx *ctx)
 		    "email identifiers need a POP3 server, user and password");
 		return ctx->err.code;
 	}
-	engine_log(ctx, ACME_SMIME_LOG_INFO, ctx->pop3_purpose == POP3_SNAPSHOT ?
+	engine_log(ctx, ACME_SMIME_LOG_INFO, ctx->mbox_purpose == MBOX_SNAPSHOT ?
 	    "POP3: mailbox snapshot at " : "POP3: looking for the challenge at ", m->host);
 	r = conn_open(ctx, m->host, m->port, m->tls == ACME_SMIME_TLS_IMPLICIT,
 	    ctx->cfg->mail_trust_anchors, ctx->cfg->mail_trust_anchor_count, 1);
@@ -9929,79 +10131,126 @@ resp_pop3_pass(acme_smime_ctx *ctx)
 static int
 req_pop3_uidl(acme_smime_ctx *ctx)
 {
-	return mx_command(ctx, MX_POP3_MULTI, "UIDL", NULL, 0);
+	mbox_start_listing(ctx);
+	return mx_command(ctx, MX_POP3_LIST, "UIDL", NULL, 0);
 }
 
-/* Each UIDL line is "number uid". A snapshot keeps every uid; a fetch
- * keeps the new ones not yet examined, as candidates. */
+/* A UIDL line, "number uid". */
+static void
+pop3_list_line(acme_smime_ctx *ctx)
+{
+	const char *p = ctx->line, *sp = memchr(p, ' ', ctx->line_len);
+	long num = sp != NULL && sp > p && sp - p <= 9 ?
+	    parse_digits(p, (size_t)(sp - p)) : -1;
+
+	if (num <= 0) {
+		ctx->list_bad = 1;
+		return;
+	}
+	mbox_entry(ctx, sp + 1, ctx->line_len - (size_t)(sp + 1 - p), (unsigned)num, 0);
+}
+
 static int
 resp_pop3_uidl(acme_smime_ctx *ctx)
 {
-	const char *p = (const char *)http_area(ctx);
-	const char *end = p + ctx->body_len;
-
-	if (!ctx->mx_ok || ctx->mx_truncated) {
-		return mail_fail(ctx, 1, ctx->mx_ok ? "POP3 UIDL listing too large" :
+	if (!ctx->mx_ok || ctx->list_bad) {
+		return mail_fail(ctx, 1, ctx->mx_ok ? "malformed POP3 UIDL listing" :
 		    "POP3 server refused UIDL");
 	}
-	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
-		ctx->snapshot_count = 0;
-	}
-	ctx->candidate_count = 0;
-	ctx->candidate_index = 0;
-	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		const char *sp, *uid;
-		size_t n;
-		long num;
-		uint32_t h;
+	mbox_listed(ctx);
+	return ctx->candidate_count > 0 ? ST_POP3_LIST : ST_POP3_QUIT;
+}
 
-		if (eol == NULL) {
-			eol = end;
-		}
-		n = (size_t)(eol - p);
-		if (n > 0 && p[n - 1] == '\r') {
-			n--;
-		}
-		sp = memchr(p, ' ', n);
-		num = sp != NULL && sp > p && sp - p <= 9 ? parse_digits(p, (size_t)(sp - p)) : -1;
-		if (num <= 0 || sp + 1 >= p + n) {
-			return mail_fail(ctx, 1, "malformed POP3 UIDL line");
-		}
-		uid = sp + 1;
-		h = uid_hash(uid, (size_t)(p + n - uid));
-		if (ctx->pop3_purpose == POP3_SNAPSHOT) {
-			if (ctx->snapshot_count == ACME_SMIME_MAX_SNAPSHOT) {
-				return mail_fail(ctx, 0, "more messages in the mailbox than "
-				    "ACME_SMIME_MAX_SNAPSHOT: empty it");
-			}
-			ctx->snapshot[ctx->snapshot_count++] = h;
-		} else if (!uid_in(ctx->snapshot, ctx->snapshot_count, h) &&
-		    !uid_in(ctx->examined, ctx->examined_count, h) &&
-		    h != ctx->answered_uid &&
-		    ctx->candidate_count < ACME_SMIME_MAX_EXAMINED) {
-			ctx->candidate[ctx->candidate_count] = (unsigned)num;
-			ctx->candidate_uid[ctx->candidate_count++] = h;
-		}
-		p = eol + 1;
+/* "LIST n", "TOP n 0" or "RETR n" for the current candidate. */
+static int
+pop3_candidate_command(acme_smime_ctx *ctx, int kind, const char *cmd, int top)
+{
+	char arg[16];
+	textbuf tb;
+
+	tb_init(&tb, arg, sizeof arg);
+	tb_putu(&tb, ctx->candidate[ctx->candidate_index], 1);
+	if (top) {
+		tb_puts(&tb, " 0");
 	}
-	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
-		ctx->snapshot_taken = 1;
-		ctx->snapshot_time = ctx->ports->unix_time(ctx->ports->user);
+	tb_finish(&tb);
+	return mx_command(ctx, kind, cmd, arg, 0);
+}
+
+/* The current candidate is done with (not ours): on to the next. */
+static int
+pop3_next_candidate(acme_smime_ctx *ctx)
+{
+	mbox_examined(ctx, ctx->candidate_uid[ctx->candidate_index]);
+	return ++ctx->candidate_index < ctx->candidate_count ? ST_POP3_LIST : ST_POP3_QUIT;
+}
+
+static int
+req_pop3_list(acme_smime_ctx *ctx)
+{
+	return pop3_candidate_command(ctx, MX_POP3_LINE, "LIST", 0);
+}
+
+/* "+OK n size": a message that cannot fit the work buffer is not read. */
+static int
+resp_pop3_list(acme_smime_ctx *ctx)
+{
+	const char *sp;
+	size_t n;
+	long size;
+
+	if (!ctx->mx_ok) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "skipping a message the server "
+		    "would not list", NULL);
+		return pop3_next_candidate(ctx);
 	}
-	return ctx->candidate_count > 0 ? ST_POP3_RETR : ST_POP3_QUIT;
+	sp = ctx->line_len > 4 ? memchr(ctx->line + 4, ' ', ctx->line_len - 4) : NULL;
+	n = sp != NULL ? strcspn(sp + 1, " ") : 0;
+	size = n > 0 && n <= 9 ? parse_digits(sp + 1, n) : -1;
+	if (n > 9 || (size >= 0 && (size_t)size + 1 >= http_area_size(ctx))) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN, "skipping a message larger than "
+		    "the work buffer", NULL);
+		return pop3_next_candidate(ctx);
+	}
+	return ST_POP3_TOP;
+}
+
+static int
+req_pop3_top(acme_smime_ctx *ctx)
+{
+	return pop3_candidate_command(ctx, MX_POP3_MULTI, "TOP", 1);
+}
+
+/* The header alone: most mail that is not the challenge stops here. TOP
+ * is optional (RFC 1939): without it, the whole mail is read. */
+static int
+resp_pop3_top(acme_smime_ctx *ctx)
+{
+	acme_smime_pending pending;
+	int reason;
+
+	if (!ctx->mx_ok) {
+		return ST_POP3_RETR;
+	}
+	if (ctx->mx_truncated) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN, "skipping a message whose header is "
+		    "larger than the work buffer", NULL);
+		return pop3_next_candidate(ctx);
+	}
+	engine_pending(ctx, &pending);
+	reason = screen_mail_header((const char *)http_area(ctx), ctx->body_len, &pending);
+	if (reason != ACME_SMIME_MAIL_OK) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
+		    acme_smime_mail_reason_text(reason));
+		return pop3_next_candidate(ctx);
+	}
+	return ST_POP3_RETR;
 }
 
 static int
 req_pop3_retr(acme_smime_ctx *ctx)
 {
-	char num[12];
-	textbuf tb;
-
-	tb_init(&tb, num, sizeof num);
-	tb_putu(&tb, ctx->candidate[ctx->candidate_index], 1);
-	tb_finish(&tb);
-	return mx_command(ctx, MX_POP3_MULTI, "RETR", num, 0);
+	return pop3_candidate_command(ctx, MX_POP3_MULTI, "RETR", 0);
 }
 
 /* In-place SMTP dot-stuffing of the n bytes at the start of the area,
@@ -10075,7 +10324,8 @@ engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
 	resp.message_id = msgid;
 	resp.date = ctx->ports->unix_time(ctx->ports->user);
 	r = acme_smime_write_response_mail((char *)http_area(ctx), http_area_size(ctx), &resp);
-	n = r < 0 ? r : engine_dot_stuff(ctx, (size_t)r);
+	/* The built-in SMTP client sends it as it is, ready for DATA. */
+	n = r < 0 || ctx->ports->mailbox != NULL ? r : engine_dot_stuff(ctx, (size_t)r);
 	if (n < 0) {
 		engine_fail(ctx, (int)n, 0, "cannot write the response mail");
 		return (int)n;
@@ -10103,65 +10353,86 @@ engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
 	return engine_save_account(ctx);
 }
 
+/*
+ * The message in the HTTP area (body_len bytes) may be the challenge:
+ * check it, and answer it when it is ours and was never answered.
+ * Returns 1 when answered, 0 when not ours, or an error.
+ */
 static int
-resp_pop3_retr(acme_smime_ctx *ctx)
+engine_examine(acme_smime_ctx *ctx)
 {
 	acme_smime_pending pending;
 	acme_smime_mail_verdict v;
-	uint32_t h = ctx->candidate_uid[ctx->candidate_index];
 	int r;
 
-	if (ctx->examined_count < ACME_SMIME_MAX_EXAMINED) {
-		ctx->examined[ctx->examined_count++] = h;
+	engine_pending(ctx, &pending);
+	/* The rest of the HTTP area, after the mail, takes the CMS. */
+	pending.smime_work = http_area(ctx) + ctx->body_len + 1;
+	pending.smime_work_size = http_area_size(ctx) - ctx->body_len - 1;
+	r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
+	    &pending, &v);
+	if (r == ACME_SMIME_OK && uid_in(ctx->answered_tokens, ctx->answered_count,
+	    uid_hash(v.token_part1, strlen(v.token_part1)))) {
+		/* The same challenge mail again (re-delivered, copied): it
+		 * was answered once and never will be twice. */
+		engine_log(ctx, ACME_SMIME_LOG_INFO,
+		    "ignoring a message: answered before: ", v.message_id);
+		return 0;
 	}
+	if (r != ACME_SMIME_OK) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
+		    acme_smime_mail_reason_text(v.reason));
+		return 0;
+	}
+	if (v.relaxed != 0) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "relaxed challenge-mail policy let this mail through", NULL);
+	}
+	r = engine_answer(ctx, &v);
+	wipe(&v, sizeof v);
+	if (r < 0) {
+		return r;
+	}
+	ctx->mail_found = 1;
+	return 1;
+}
+
+static int
+resp_pop3_retr(acme_smime_ctx *ctx)
+{
+	int r;
+
 	if (!ctx->mx_ok || ctx->mx_truncated) {
 		engine_log(ctx, ACME_SMIME_LOG_WARN, ctx->mx_ok ?
 		    "skipping a message larger than the work buffer" :
 		    "skipping a message the server would not give", NULL);
-	} else {
-		memset(&pending, 0, sizeof pending);
-		pending.identifier = ctx->authz_identifier;
-		pending.from = ctx->challenge.from;
-		pending.policy = ctx->cfg->mail_policy;
-		pending.now = ctx->ports->unix_time(ctx->ports->user);
-		pending.smime_anchors = ctx->cfg->smime_trust_anchors;
-		pending.smime_anchor_count = ctx->cfg->smime_trust_anchor_count;
-		/* The rest of the HTTP area, after the mail, takes the CMS. */
-		pending.smime_work = http_area(ctx) + ctx->body_len + 1;
-		pending.smime_work_size = http_area_size(ctx) - ctx->body_len - 1;
-		pending.dns_txt = ctx->ports->dns_txt;
-		pending.dns_user = ctx->ports->user;
-		pending.authserv_id = ctx->cfg->trusted_authserv_id;
-		pending.not_before = ctx->snapshot_time;
-		r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
-		    &pending, &v);
-		if (r == ACME_SMIME_OK && uid_in(ctx->answered_tokens, ctx->answered_count,
-		    uid_hash(v.token_part1, strlen(v.token_part1)))) {
-			/* The same challenge mail again (re-delivered, copied):
-			 * it was answered once and never will be twice. */
-			engine_log(ctx, ACME_SMIME_LOG_INFO,
-			    "ignoring a message: answered before: ", v.message_id);
-			r = ACME_SMIME_ERR_MAIL;
-			v.reason = ACME_SMIME_MAIL_OK;
-		} else if (r == ACME_SMIME_OK) {
-			if (v.relaxed != 0) {
-				engine_log(ctx, ACME_SMIME_LOG_WARN,
-				    "relaxed challenge-mail policy let this mail through", NULL);
-			}
-			r = engine_answer(ctx, &v);
-			wipe(&v, sizeof v);
-			if (r < 0) {
-				return r;
-			}
-			ctx->mail_found = 1;
-			return ST_POP3_QUIT;
-		}
-		if (v.reason != ACME_SMIME_MAIL_OK) {
-			engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
-			    acme_smime_mail_reason_text(v.reason));
-		}
+		return pop3_next_candidate(ctx);
 	}
-	return ++ctx->candidate_index < ctx->candidate_count ? ST_POP3_RETR : ST_POP3_QUIT;
+	r = engine_examine(ctx);
+	if (r < 0) {
+		return r;
+	}
+	if (r == 0) {
+		return pop3_next_candidate(ctx);
+	}
+	return ctx->cfg->mail_delete ? ST_POP3_DELE : ST_POP3_QUIT;
+}
+
+/* The answered challenge mail goes (at QUIT, RFC 1939 UPDATE state). */
+static int
+req_pop3_dele(acme_smime_ctx *ctx)
+{
+	return pop3_candidate_command(ctx, MX_POP3_LINE, "DELE", 0);
+}
+
+static int
+resp_pop3_dele(acme_smime_ctx *ctx)
+{
+	if (!ctx->mx_ok) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "the POP3 server did not delete the answered mail", NULL);
+	}
+	return ST_POP3_QUIT;
 }
 
 static int
@@ -10174,21 +10445,19 @@ static int
 resp_pop3_quit(acme_smime_ctx *ctx)
 {
 	tls_close(ctx);
-	if (ctx->pop3_purpose == POP3_SNAPSHOT) {
-		/* Taken first thing in a run, or again after an order was
-		 * abandoned (the directory is known then). */
-		return ctx->url_new_order[0] != '\0' ? ST_ORDER : ST_DIRECTORY;
+	if (ctx->mbox_purpose == MBOX_SNAPSHOT) {
+		return engine_after_snapshot(ctx);
 	}
-	if (ctx->mail_found) {
-		return ST_SMTP_CONNECT;
-	}
-	if (engine_now_ms(ctx) > ctx->mail_deadline_ms) {
-		engine_fail(ctx, ACME_SMIME_ERR_TIMEOUT, 1,
-		    "no valid challenge mail arrived in time (mail_wait_s)");
-		return ctx->err.code;
-	}
-	return engine_wait(ctx, cfg_or(ctx->cfg->mail_poll_s, 10), ST_POP3_CONNECT,
-	    "mail-poll");
+	return ctx->mail_found ? ST_SMTP_CONNECT : engine_mail_poll(ctx, ST_POP3_CONNECT);
+}
+
+/* The reply is on its way: give it time to reach the CA's mailbox before
+ * the challenge POST makes the CA look (protocol.md 6). */
+static int
+engine_reply_grace(acme_smime_ctx *ctx)
+{
+	return engine_wait(ctx, cfg_or(ctx->cfg->reply_grace_s, 30), ST_CHALLENGE_RESPOND,
+	    "reply-grace");
 }
 
 /* SMTP submission of the reply. */
@@ -10481,14 +10750,152 @@ req_smtp_quit(acme_smime_ctx *ctx)
 	return mx_command(ctx, MX_SMTP, "QUIT", NULL, 0);
 }
 
-/* Whatever QUIT gets, the reply is out: give it time to reach the CA's
- * mailbox before the challenge POST makes the CA look (protocol.md 6). */
+/* Whatever QUIT gets, the reply is out. */
 static int
 resp_smtp_quit(acme_smime_ctx *ctx)
 {
 	tls_close(ctx);
-	return engine_wait(ctx, cfg_or(ctx->cfg->reply_grace_s, 30), ST_CHALLENGE_RESPOND,
-	    "reply-grace");
+	return engine_reply_grace(ctx);
+}
+
+/* --- the caller's mailbox (ports->mailbox) instead of POP3 and SMTP --- */
+
+/* A hook said "not yet" (ask again in a second) or failed. */
+static int
+mbox_hook_again(acme_smime_ctx *ctx, int r, int state, const char *failure)
+{
+	if (r > 0) {
+		return engine_wait(ctx, 1, state, "mailbox-hook");
+	}
+	engine_fail(ctx, ACME_SMIME_ERR_HOOK, 1, failure);
+	return ctx->err.code;
+}
+
+static void
+mbox_hook_entry(void *arg, const char *id, size_t id_len, size_t size)
+{
+	acme_smime_ctx *ctx = (acme_smime_ctx *)arg;
+
+	if (id == NULL) {
+		ctx->list_bad = 1;
+		return;
+	}
+	mbox_entry(ctx, id, id_len, ctx->listed + 1, size);
+}
+
+static int
+local_mbox_list(acme_smime_ctx *ctx)
+{
+	const acme_smime_mailbox *mb = ctx->ports->mailbox;
+	int r;
+
+	mbox_start_listing(ctx);
+	r = mb->list(ctx->ports->user, mbox_hook_entry, ctx);
+	if (r != 0) {
+		return mbox_hook_again(ctx, r, ST_MBOX_LIST,
+		    "the mailbox hook could not list the mailbox");
+	}
+	if (ctx->list_bad) {
+		engine_fail(ctx, ACME_SMIME_ERR_HOOK, 0,
+		    "the mailbox hook listed an empty or too long message id");
+		return ctx->err.code;
+	}
+	mbox_listed(ctx);
+	if (ctx->mbox_purpose == MBOX_SNAPSHOT) {
+		return engine_after_snapshot(ctx);
+	}
+	return ctx->candidate_count > 0 ? ST_MBOX_READ : engine_mail_poll(ctx, ST_MBOX_LIST);
+}
+
+/* Read the candidate and examine it; the next one comes from a new list. */
+static int
+local_mbox_read(acme_smime_ctx *ctx)
+{
+	const acme_smime_mailbox *mb = ctx->ports->mailbox;
+	size_t room = http_area_size(ctx) - 1, len = 0;
+	int r = ACME_SMIME_ERR_LIMIT;
+
+	if (ctx->mail_size < room) {
+		r = mb->read(ctx->ports->user, ctx->mail_id, (char *)http_area(ctx), room, &len);
+	}
+	if (r > 0) {
+		return mbox_hook_again(ctx, r, ST_MBOX_READ, "");
+	}
+	if (r == 0 && len > room) {
+		engine_fail(ctx, ACME_SMIME_ERR_HOOK, 0,
+		    "the mailbox hook read more than the buffer holds");
+		return ctx->err.code;
+	}
+	if (r == ACME_SMIME_ERR_LIMIT || r == ACME_SMIME_ERR_INVALID) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN, r == ACME_SMIME_ERR_LIMIT ?
+		    "skipping a message larger than the work buffer" :
+		    "skipping a message that is gone", NULL);
+		mbox_examined(ctx, ctx->candidate_uid[0]);
+		return ST_MBOX_LIST;
+	}
+	if (r < 0) {
+		return mbox_hook_again(ctx, r, ST_MBOX_READ,
+		    "the mailbox hook could not read a message");
+	}
+	http_area(ctx)[len] = '\0';
+	ctx->body_len = len;
+	r = engine_examine(ctx);
+	if (r < 0) {
+		return r;
+	}
+	if (r == 0) {
+		mbox_examined(ctx, ctx->candidate_uid[0]);
+		return ST_MBOX_LIST;
+	}
+	return ctx->cfg->mail_delete && mb->remove != NULL ? ST_MBOX_REMOVE : ST_MBOX_SEND;
+}
+
+static int
+local_mbox_remove(acme_smime_ctx *ctx)
+{
+	int r = ctx->ports->mailbox->remove(ctx->ports->user, ctx->mail_id);
+
+	if (r > 0) {
+		return mbox_hook_again(ctx, r, ST_MBOX_REMOVE, "");
+	}
+	if (r < 0) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "the mailbox hook did not delete the answered mail", NULL);
+	}
+	return ST_MBOX_SEND;
+}
+
+/* Hand the reply to the hook: the envelope recipients are the reply's To
+ * addresses, written after the reply in the area. */
+static int
+local_mbox_send(acme_smime_ctx *ctx)
+{
+	const char *to[ACME_SMIME_MAX_REPLY_TO + 1];
+	char *dst = (char *)http_area(ctx) + ctx->reply_len + 1;
+	size_t room = http_area_size(ctx) - ctx->reply_len - 1;
+	unsigned k;
+	int r;
+
+	for (k = 0; k < ARRAY_LEN(to) && reply_recipient(ctx, k, dst, room); k++) {
+		size_t n = strlen(dst) + 1;
+
+		to[k] = dst;
+		dst += n;
+		room -= n;
+	}
+	if (k == 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_MAIL, 0, "the reply has no recipient");
+		return ctx->err.code;
+	}
+	r = ctx->ports->mailbox->send(ctx->ports->user, ctx->authz_identifier, to, k,
+	    (const char *)http_area(ctx), ctx->reply_len);
+	if (r != 0) {
+		return mbox_hook_again(ctx, r, ST_MBOX_SEND,
+		    "the mailbox hook could not send the reply");
+	}
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "reply handed to the mailbox hook", NULL);
+	ctx->email_flags |= EMAIL_SENT;
+	return engine_save_enrollment(ctx, 0) < 0 ? ctx->err.code : engine_reply_grace(ctx);
 }
 
 /* An email authorization: continue from what is recorded for it, or
@@ -10518,24 +10925,23 @@ engine_email_authz(acme_smime_ctx *ctx)
 		    "the reply may not have left before a restart: new order", NULL);
 		ctx->email_flags = 0;
 		ctx->snapshot_taken = 0;
-		ctx->pop3_purpose = POP3_SNAPSHOT;
 		acme_smime_key_wipe(&ctx->cert_key);
 		if (engine_save_enrollment(ctx, 1) < 0) {
 			return ctx->err.code;
 		}
-		return ST_POP3_CONNECT;
+		return engine_mailbox(ctx, MBOX_SNAPSHOT);
 	}
 	ctx->flags_authz = ctx->authz_index;
 	ctx->email_flags = 0;
 	ctx->mail_found = 0;
 	ctx->examined_count = 0;
-	ctx->pop3_purpose = POP3_FETCH;
 	ctx->mail_deadline_ms = engine_now_ms(ctx) +
 	    (uint64_t)cfg_or(ctx->cfg->mail_wait_s, 600) * 1000u;
 	/* The CA mails when it answered this fetch (or at newOrder): give
 	 * the mail a moment to be delivered before the first look. */
 	return engine_wait(ctx, cfg_or(ctx->cfg->mail_poll_s, 10) < 2 ?
-	    cfg_or(ctx->cfg->mail_poll_s, 10) : 2, ST_POP3_CONNECT, "mail-delivery");
+	    cfg_or(ctx->cfg->mail_poll_s, 10) : 2, engine_mailbox(ctx, MBOX_FETCH),
+	    "mail-delivery");
 }
 
 /* How a state talks: not at all, over HTTP to the ACME server, or with a
@@ -10570,7 +10976,10 @@ static const engine_state engine_states[ST_COUNT] = {
 	{ "pop3-user",           req_pop3_user,         resp_pop3_user,         TALK_MAIL, 0 },
 	{ "pop3-pass",           req_pop3_pass,         resp_pop3_pass,         TALK_MAIL, 0 },
 	{ "pop3-uidl",           req_pop3_uidl,         resp_pop3_uidl,         TALK_MAIL, 0 },
+	{ "pop3-list",           req_pop3_list,         resp_pop3_list,         TALK_MAIL, 0 },
+	{ "pop3-top",            req_pop3_top,          resp_pop3_top,          TALK_MAIL, 0 },
 	{ "pop3-retr",           req_pop3_retr,         resp_pop3_retr,         TALK_MAIL, 0 },
+	{ "pop3-dele",           req_pop3_dele,         resp_pop3_dele,         TALK_MAIL, 0 },
 	{ "pop3-quit",           req_pop3_quit,         resp_pop3_quit,         TALK_MAIL, 0 },
 	{ "smtp-connect",        req_smtp_connect,      resp_smtp_greeting,     TALK_MAIL, 0 },
 	{ "smtp-ehlo",           req_smtp_ehlo,         resp_smtp_ehlo,         TALK_MAIL, 0 },
@@ -10583,6 +10992,10 @@ static const engine_state engine_states[ST_COUNT] = {
 	{ "smtp-data",           req_smtp_data,         resp_smtp_data,         TALK_MAIL, 0 },
 	{ "smtp-reply",          req_smtp_body,         resp_smtp_body,         TALK_MAIL, 0 },
 	{ "smtp-quit",           req_smtp_quit,         resp_smtp_quit,         TALK_MAIL, 0 },
+	{ "mailbox-list",        NULL,                  local_mbox_list,        TALK_LOCAL, 0 },
+	{ "mailbox-read",        NULL,                  local_mbox_read,        TALK_LOCAL, 0 },
+	{ "mailbox-remove",      NULL,                  local_mbox_remove,      TALK_LOCAL, 0 },
+	{ "mailbox-send",        NULL,                  local_mbox_send,        TALK_LOCAL, 0 },
 	{ "done",                NULL,                  NULL,                   TALK_LOCAL, 0 },
 };
 
@@ -10690,7 +11103,9 @@ acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 	    ports->net_recv == NULL || ports->net_close == NULL ||
 	    ports->unix_time == NULL || ports->monotonic_ms == NULL ||
 	    ports->entropy == NULL || !identifiers_ok(cfg->identifiers, cfg->identifier_count) ||
-	    cfg->trust_anchors == NULL || cfg->trust_anchor_count == 0) {
+	    cfg->trust_anchors == NULL || cfg->trust_anchor_count == 0 ||
+	    (ports->mailbox != NULL && (ports->mailbox->list == NULL ||
+	    ports->mailbox->read == NULL || ports->mailbox->send == NULL))) {
 		engine_fail(ctx, ACME_SMIME_ERR_INVALID, 0,
 		    "incomplete configuration, ports or work buffer");
 		return ACME_SMIME_ERR_INVALID;
@@ -10712,8 +11127,7 @@ acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 	/* The mailbox snapshot comes before any ACME request: the mail
 	 * connection then does not cut the ACME connection in two. */
 	if (ctx->state == ST_DIRECTORY && engine_has_email(cfg) && !ctx->snapshot_taken) {
-		ctx->state = ST_POP3_CONNECT;
-		ctx->pop3_purpose = POP3_SNAPSHOT;
+		ctx->state = engine_mailbox(ctx, MBOX_SNAPSHOT);
 	}
 	if (ctx->account_key.type == 0 && ctx->state != ST_DONE) {
 		r = acme_smime_key_generate(&ctx->account_key,

@@ -74,6 +74,11 @@ extern "C" {
 #define ACME_SMIME_MAX_REFERENCES 500
 #endif
 
+/* Longest message id of a caller's mailbox hook (POP3 UIDL allows 70). */
+#ifndef ACME_SMIME_MAX_MAIL_ID
+#define ACME_SMIME_MAX_MAIL_ID 70
+#endif
+
 /* Reply-To addresses kept from a challenge mail (the response goes to all). */
 #ifndef ACME_SMIME_MAX_REPLY_TO
 #define ACME_SMIME_MAX_REPLY_TO 4
@@ -500,14 +505,21 @@ int acme_smime_parse_authorization(const char *json, size_t json_len,
 #define ACME_SMIME_MAX_BAD_NONCE 16
 #endif
 
-/* Messages in the mailbox remembered as "present before the order"
- * (4 bytes each; more is refused: empty the mailbox), and new messages
- * examined per poll. */
+/* Mailbox bookkeeping (4 bytes per entry). The snapshot keeps the ids
+ * of the last ACME_SMIME_MAX_SNAPSHOT messages present before the order;
+ * in a larger mailbox every message listed before one of them is old too
+ * (mailboxes list in arrival order), so the size of the mailbox is not
+ * bounded. ACME_SMIME_MAX_EXAMINED new messages are looked at per poll,
+ * and the last ACME_SMIME_MAX_EXAMINED_KEPT looked at and refused are
+ * not read again (the next poll goes on after the last one). */
 #ifndef ACME_SMIME_MAX_SNAPSHOT
 #define ACME_SMIME_MAX_SNAPSHOT 64
 #endif
 #ifndef ACME_SMIME_MAX_EXAMINED
 #define ACME_SMIME_MAX_EXAMINED 8
+#endif
+#ifndef ACME_SMIME_MAX_EXAMINED_KEPT
+#define ACME_SMIME_MAX_EXAMINED_KEPT 32
 #endif
 
 /* Authorizations tracked per order (one per identifier). */
@@ -569,6 +581,46 @@ typedef struct acme_smime_flash {
 	uint32_t program_unit;   /* 1, 2, 4, 8, 16, 32, 64, 128 or 256 */
 } acme_smime_flash;
 
+/*
+ * A caller's own mailbox, in place of the built-in POP3 and SMTP clients
+ * (acme_smime_ports.mailbox): for a device whose mail already goes
+ * through its own code (IMAP, a local maildir, a modem's mail service).
+ * The engine keeps every RFC 8823 rule: the snapshot of the mailbox
+ * before newOrder (in flash), the checks of the challenge mail, the
+ * record "answered" before the reply is handed over, the grace period.
+ *
+ * Messages are named by ids of the caller's choosing, 1 to
+ * ACME_SMIME_MAX_MAIL_ID bytes, that do not change while the message
+ * exists (a POP3 UIDL, an IMAP UIDVALIDITY and UID, a file name).
+ *
+ * Each hook returns 0 when done, 1 when not yet (the engine calls it
+ * again a second later: a hook may start a slow operation and report
+ * its end), or a negative value on failure (the enrollment stops with a
+ * retryable ACME_SMIME_ERR_HOOK).
+ */
+typedef void (*acme_smime_mail_entry_fn)(void *arg, const char *id, size_t id_len,
+	size_t size);
+
+typedef struct acme_smime_mailbox {
+	/* Call entry(arg, id, id_len, size) for every message in the
+	 * mailbox, oldest first; size in bytes, 0 when unknown. Called once
+	 * for the snapshot and at every poll for the challenge. */
+	int (*list)(void *user, acme_smime_mail_entry_fn entry, void *arg);
+	/* Read the whole message id (RFC 5322 text, CRLF or LF) into buf and
+	 * its length into *len. Return ACME_SMIME_ERR_LIMIT for a message
+	 * larger than size and ACME_SMIME_ERR_INVALID for one that is gone:
+	 * the engine skips it (other failures stop the enrollment). */
+	int (*read)(void *user, const char *id, char *buf, size_t size, size_t *len);
+	/* Submit the reply: envelope sender from, recipients to[0..to_count),
+	 * the mail as len bytes of CRLF text (not dot-stuffed). 0 means the
+	 * mail is on its way (the grace period starts). */
+	int (*send)(void *user, const char *from, const char *const *to,
+		size_t to_count, const char *mail, size_t len);
+	/* Optional (NULL: never called): delete message id, the answered
+	 * challenge mail, when the configuration's mail_delete is set. */
+	int (*remove)(void *user, const char *id);
+} acme_smime_mailbox;
+
 /* Challenge hook operations (dns identifiers, http-01). */
 #define ACME_SMIME_CHALLENGE_PROVISION 1
 #define ACME_SMIME_CHALLENGE_REMOVE    2
@@ -610,6 +662,10 @@ typedef struct acme_smime_ports {
 	/* Optional: DNS TXT lookups for DKIM keys (see acme_smime_dns_txt_fn);
 	 * NULL: DKIM cannot be verified. */
 	acme_smime_dns_txt_fn dns_txt;
+
+	/* Optional: the caller's own mailbox for email identifiers; NULL:
+	 * the built-in POP3 and SMTP clients (the config's pop3, smtp). */
+	const acme_smime_mailbox *mailbox;
 
 	/* Optional, for dns identifiers: publish (PROVISION) or withdraw
 	 * (REMOVE) the http-01 key authorization for token. Return 0 when
@@ -687,6 +743,10 @@ typedef struct acme_smime_config {
 	const char *trusted_authserv_id;
 	int token_concat;
 	uint32_t reply_grace_s, mail_poll_s, mail_wait_s;
+	/* Delete the answered challenge mail from the mailbox (POP3 DELE,
+	 * or the mailbox hook's remove); 0 keeps every message. Messages
+	 * the engine did not answer are never deleted. */
+	int mail_delete;
 } acme_smime_config;
 
 /* Counters, for tests and measurements. */
@@ -853,17 +913,23 @@ typedef struct acme_smime_ctx {
 	/* RFC 8823: the mailbox snapshot (hashes of the UIDs present before
 	 * newOrder), messages examined and refused in this run, the mail
 	 * exchange in progress and what was done for the current challenge */
-	unsigned snapshot_count;
+	unsigned snapshot_count;          /* ids kept (a ring when full) */
+	uint32_t snapshot_total;          /* messages in the snapshot */
 	uint32_t snapshot[ACME_SMIME_MAX_SNAPSHOT];
-	unsigned examined_count;
-	uint32_t examined[ACME_SMIME_MAX_EXAMINED];
+	uint32_t examined_count;          /* examined so far; a ring keeps the last */
+	uint32_t examined_last;           /* the latest examined, 0 none */
+	uint32_t examined[ACME_SMIME_MAX_EXAMINED_KEPT];
 	unsigned candidate_count, candidate_index;
 	unsigned candidate[ACME_SMIME_MAX_EXAMINED];
 	uint32_t candidate_uid[ACME_SMIME_MAX_EXAMINED];
+	uint32_t listed;                  /* entries of the listing so far */
+	int list_bad;                     /* a malformed listing entry */
+	char mail_id[ACME_SMIME_MAX_MAIL_ID + 1];   /* mailbox hook candidate */
+	size_t mail_size;                 /* its size from the listing, or 0 */
 	int snapshot_taken;
 	uint64_t snapshot_time;           /* Unix seconds, 0 unknown */
 	int mx_kind, mx_state, mx_ok, mx_truncated, mx_secret, mx_from;
-	int pop3_purpose;
+	int mbox_purpose;
 	size_t reply_len;                 /* the reply mail, in the HTTP area */
 	unsigned flags_authz;             /* authorization email_flags is for */
 	int mx_code;                      /* SMTP reply code */

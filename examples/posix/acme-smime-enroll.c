@@ -41,6 +41,7 @@
 #include "acme_smime_posix.h"
 #include "flash_file.h"
 #include "dns_txt.h"
+#include "maildir.h"
 
 #define EXIT_USAGE   2
 #define EXIT_TLS     3
@@ -74,7 +75,8 @@ static const char usage_text[] =
 "    [--smtp HOST:PORT --smtp-tls none|starttls|implicit --smtp-user U] [--mail-ca-file PEM]\n"
 "    [--token-concat string|bytes] [--reply-grace SECONDS] [--mail-policy strict|unsigned-ok]\n"
 "    [--mail-poll SECONDS] [--mail-wait SECONDS] [--smime-ca-file PEM]\n"
-"    [--dns-resolver HOST:PORT] [--trusted-authserv-id ID]\n"
+"    [--dns-resolver HOST:PORT] [--trusted-authserv-id ID] [--mail-delete]\n"
+"    [--maildir DIR [--sendmail COMMAND]]\n"
 "    [--eab-kid ID --eab-hmac-key B64URL]\n"
 "    [--store FILE] [--out-cert FILE] [--out-key FILE] [--renew-if-due] [-v] [-q]\n";
 
@@ -103,6 +105,12 @@ static const char help_text[] =
 "  --smime-ca-file PEM    anchors for S/MIME-signed challenge mails\n"
 "  --dns-resolver H:P     DNS server for DKIM keys (UDP)\n"
 "  --trusted-authserv-id ID  trust Authentication-Results from this server\n"
+"  --mail-delete          delete the answered challenge mail from the mailbox\n"
+"  --maildir DIR          read the mailbox from a local Maildir instead of POP3,\n"
+"                         and send the reply with a sendmail command instead of\n"
+"                         SMTP (the library's mailbox hooks)\n"
+"  --sendmail COMMAND     with --maildir: the command, words split at spaces\n"
+"                         (default /usr/sbin/sendmail; run with -i -f FROM -- TO...)\n"
 "                         mail passwords come from ACME_SMIME_POP3_PASS and\n"
 "                         ACME_SMIME_SMTP_PASS or the *-pass-file options, never argv\n"
 "  --eab-kid ID --eab-hmac-key B64URL   external account binding\n"
@@ -130,6 +138,8 @@ struct options {
 	const char *smtp, *smtp_tls, *smtp_user, *smtp_pass_file;
 	const char *mail_ca_file, *token_concat, *mail_policy;
 	const char *smime_ca_file, *dns_resolver, *authserv_id;
+	const char *maildir, *sendmail;
+	int mail_delete;
 	long reply_grace, mail_poll, mail_wait;
 	const char *eab_kid, *eab_hmac_key;
 	const char *store, *out_cert, *out_key;
@@ -360,6 +370,15 @@ parse_args(int argc, char **argv, struct options *o)
 				die_usage("--mail-policy wants strict|unsigned-ok", v);
 			o->mail_policy = v;
 			o->mail_used = 1;
+		} else if (strcmp(a, "--mail-delete") == 0) {
+			o->mail_delete = 1;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--maildir")) != NULL) {
+			o->maildir = v;
+			o->mail_used = 1;
+		} else if ((v = opt_value(argc, argv, &i, "--sendmail")) != NULL) {
+			o->sendmail = v;
+			o->mail_used = 1;
 		} else if ((v = opt_value(argc, argv, &i, "--eab-kid")) != NULL) {
 			o->eab_kid = v;
 		} else if ((v = opt_value(argc, argv, &i, "--eab-hmac-key")) != NULL) {
@@ -511,22 +530,55 @@ cli_dns_txt(void *user, const char *name, char *out, size_t out_size)
 		out_size) : -1;
 }
 
-/* The RFC 8823 part of the configuration. */
+/* --maildir: the library's mailbox hooks over the POSIX port's Maildir
+ * and sendmail code (the ports' user pointer is the POSIX port's). */
+static struct acme_smime_maildir maildir;
+
+static int
+cli_mb_list(void *user, acme_smime_mail_entry_fn entry, void *arg)
+{
+	(void)user;
+	return acme_smime_maildir_list(&maildir, entry, arg);
+}
+
+static int
+cli_mb_read(void *user, const char *id, char *buf, size_t size, size_t *len)
+{
+	(void)user;
+	return acme_smime_maildir_read(&maildir, id, buf, size, len);
+}
+
+static int
+cli_mb_send(void *user, const char *from, const char *const *to, size_t to_count,
+	const char *mail, size_t len)
+{
+	(void)user;
+	return acme_smime_maildir_send(&maildir, from, to, to_count, mail, len);
+}
+
+static int
+cli_mb_remove(void *user, const char *id)
+{
+	(void)user;
+	return acme_smime_maildir_remove(&maildir, id);
+}
+
+static const acme_smime_mailbox cli_mailbox = {
+	cli_mb_list, cli_mb_read, cli_mb_send, cli_mb_remove
+};
+
+/* The built-in POP3 and SMTP clients' servers. */
 static void
-setup_mail(const struct options *o, acme_smime_config *cfg)
+setup_mail_servers(const struct options *o, acme_smime_config *cfg)
 {
 	static char pop3_host[256], smtp_host[256];
 	static char pop3_pass[256], smtp_pass[256];
 	static unsigned char mail_storage[ANCHOR_STORAGE];
 	static br_x509_trust_anchor mail_anchors[MAX_ANCHORS];
 
-	if (o->email_count == 0) {
-		if (o->mail_used)
-			die_usage("mail options need --email", NULL);
-		return;
-	}
 	if (o->pop3 == NULL || o->smtp == NULL || o->pop3_user == NULL)
-		die_usage("--email needs --pop3, --pop3-user and --smtp", NULL);
+		die_usage("--email needs --pop3, --pop3-user and --smtp (or --maildir)",
+			NULL);
 	split_host_port(o->pop3, pop3_host, sizeof pop3_host, &cfg->pop3.port);
 	cfg->pop3.host = pop3_host;
 	cfg->pop3.tls = tls_mode(o->pop3_tls);
@@ -551,6 +603,31 @@ setup_mail(const struct options *o, acme_smime_config *cfg)
 	cfg->mail_trust_anchor_count = load_anchors_into(o->mail_ca_file != NULL ?
 		o->mail_ca_file : SYSTEM_CA_FILE, mail_storage, sizeof mail_storage,
 		mail_anchors, MAX_ANCHORS);
+}
+
+/* The RFC 8823 part of the configuration and ports. */
+static void
+setup_mail(const struct options *o, acme_smime_config *cfg, acme_smime_ports *ports)
+{
+	if (o->email_count == 0) {
+		if (o->mail_used)
+			die_usage("mail options need --email", NULL);
+		return;
+	}
+	if (o->maildir != NULL) {
+		if (o->pop3 != NULL || o->smtp != NULL)
+			die_usage("--maildir replaces --pop3 and --smtp", NULL);
+		if (acme_smime_maildir_init(&maildir, o->maildir, o->sendmail != NULL ?
+				o->sendmail : "/usr/sbin/sendmail") != 0)
+			die_usage("--maildir wants a Maildir (with new/ and cur/)",
+				o->maildir);
+		ports->mailbox = &cli_mailbox;
+	} else if (o->sendmail != NULL) {
+		die_usage("--sendmail goes with --maildir", NULL);
+	} else {
+		setup_mail_servers(o, cfg);
+	}
+	cfg->mail_delete = o->mail_delete;
 	if (o->smime_ca_file != NULL) {
 		static unsigned char smime_storage[ANCHOR_STORAGE / 4];
 		static br_x509_trust_anchor smime_anchors[MAX_ANCHORS / 4];
@@ -899,9 +976,8 @@ main(int argc, char **argv)
 	/* Without --renew-if-due a run enrolls even when a stored
 	 * certificate is still good. */
 	cfg.force_renew = !o.renew_if_due;
-	setup_mail(&o, &cfg);
-
 	acme_smime_posix_init(&posix, &ports);
+	setup_mail(&o, &cfg, &ports);
 	posix.log_name = "acme-smime-enroll";
 	posix.verbosity = o.quiet ? ACME_SMIME_LOG_ERROR :
 		o.verbose ? ACME_SMIME_LOG_DEBUG : ACME_SMIME_LOG_INFO;

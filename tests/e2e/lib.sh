@@ -9,7 +9,8 @@
 #
 # The CLI runs with the device mailbox of $BOX (1 = EMAIL, 2 = EMAIL2), POP3
 # over $POP3_MODE (stls | pop3s | plain), SMTP over $SMTP_MODE (starttls |
-# smtps | mx), the challenge-mail policy of $POLICY (strict, the default:
+# smtps | mx) or, with MAILBOX=maildir, the library's mailbox hooks (the
+# mailbox's Maildir and Postfix's sendmail), the challenge-mail policy of $POLICY (strict, the default:
 # DKIM verified with the key from the test environment's DNS_RESOLVER;
 # strict-no-dns: strict without a resolver; unsigned-ok), and the shortest
 # waits the CLI allows (--reply-grace 1 --mail-poll 1).
@@ -124,16 +125,34 @@ envget() {
 # CLI_ARGS (see the top for BOX, POP3_MODE, SMTP_MODE, POLICY).
 # DIRECTORY overrides the directory URL.
 cli_args() {
-	local d=$1 store=$2 email user pw
+	local d=$1 store=$2 email user pw maildir
 	DNS_RESOLVER=
 	# shellcheck disable=SC1091
 	. "$d/env"
-	email=$EMAIL user=$MAIL_USER pw=$MAIL_PASS_FILE
+	email=$EMAIL user=$MAIL_USER pw=$MAIL_PASS_FILE maildir=$MAILDIR
 	if [ "${BOX:-1}" = 2 ]; then
-		email=$EMAIL2 user=$MAIL_USER2 pw=$MAIL_PASS_FILE2
+		email=$EMAIL2 user=$MAIL_USER2 pw=$MAIL_PASS_FILE2 maildir=$MAILDIR2
 	fi
 	CLI_ARGS=(--directory "${DIRECTORY:-$ACME_DIRECTORY}" --ca-file "$ACME_CA_FILE"
-		--agree-tos --email "$email" --pop3-user "$user" --pop3-pass-file "$pw")
+		--agree-tos --email "$email")
+	if [ "${MAILBOX:-pop3}" = maildir ]; then
+		# the library's mailbox hooks: the Maildir and Postfix's sendmail
+		CLI_ARGS+=(--maildir "$maildir" --sendmail "$SENDMAIL")
+	else
+		CLI_ARGS+=(--pop3-user "$user" --pop3-pass-file "$pw")
+		cli_args_servers
+	fi
+	CLI_ARGS+=(--reply-grace 1 --mail-poll 1 --store "$store")
+	case ${POLICY:-strict} in
+	strict) CLI_ARGS+=(--mail-policy strict)
+		[ -n "${DNS_RESOLVER:-}" ] && CLI_ARGS+=(--dns-resolver "$DNS_RESOLVER") ;;
+	strict-no-dns) CLI_ARGS+=(--mail-policy strict) ;;
+	unsigned-ok) CLI_ARGS+=(--mail-policy unsigned-ok) ;;
+	esac
+}
+
+# The POP3 and SMTP options of cli_args.
+cli_args_servers() {
 	case ${POP3_MODE:-stls} in
 	stls) CLI_ARGS+=(--pop3 "$POP3_STLS" --pop3-tls starttls) ;;
 	pop3s) CLI_ARGS+=(--pop3 "$POP3S" --pop3-tls implicit) ;;
@@ -146,14 +165,7 @@ cli_args() {
 		--smtp-user "$user" --smtp-pass-file "$pw") ;;
 	mx) CLI_ARGS+=(--smtp "$SMTP_MX" --smtp-tls none) ;;
 	esac
-	CLI_ARGS+=(--mail-ca-file "$MAIL_CA_FILE" --reply-grace 1 --mail-poll 1
-		--store "$store")
-	case ${POLICY:-strict} in
-	strict) CLI_ARGS+=(--mail-policy strict)
-		[ -n "${DNS_RESOLVER:-}" ] && CLI_ARGS+=(--dns-resolver "$DNS_RESOLVER") ;;
-	strict-no-dns) CLI_ARGS+=(--mail-policy strict) ;;
-	unsigned-ok) CLI_ARGS+=(--mail-policy unsigned-ok) ;;
-	esac
+	CLI_ARGS+=(--mail-ca-file "$MAIL_CA_FILE")
 }
 
 # cli DIR STORE LOG [more CLI options...]: run the CLI (killed after
@@ -314,4 +326,38 @@ cli_kill_after() {
 	wait "$pid"
 	KILL_RC=$?
 	[ "$KILL_RC" -eq 137 ]
+}
+
+# enroll NAME [CLI options...]: one enrollment in the environment $D with a
+# fresh store ($STORE when set); sets RC, LOG, the event counts since its
+# start (ev_summary), and CERT, KEY.
+enroll() {
+	local name=$1 n
+	shift
+	LOG=$E2E_T/$name.log CERT=$E2E_T/$name.pem KEY=$E2E_T/$name.key
+	n=$(ev_lines "$D")
+	cli "$D" "${STORE:-$E2E_T/$name.flash}" "$LOG" --out-cert "$CERT" --out-key "$KEY" "$@"
+	RC=$?
+	ev_summary "$D" "$n"
+}
+
+# ok_enrollment: RC 0, a good certificate, one account, one order, exactly
+# one response for the one challenge, one certificate. Prints what is wrong.
+ok_enrollment() {
+	local why
+	[ "$RC" -eq 0 ] || { echo "exit $RC"; return 1; }
+	why=$(cert_check "$D" "$CERT" "$KEY" "$EMAIL") || { echo "$why"; return 1; }
+	[ "$accounts" -le 1 ] || { echo "$accounts accounts created"; return 1; }
+	[ "$responses" -eq 1 ] || { echo "$responses responses"; return 1; }
+	[ "$max_resp" -eq 1 ] || { echo "a challenge answered $max_resp times"; return 1; }
+	[ "$decoy_answers" -eq 0 ] || { echo "$decoy_answers decoy/stale mails answered"; return 1; }
+	[ "$issued" -eq 1 ] || { echo "$issued certificates issued"; return 1; }
+}
+
+# expect_ok NAME [CLI options...]: an enrollment that must succeed.
+expect_ok() {
+	local name=$1 why
+	shift
+	enroll "$name" "$@"
+	if why=$(ok_enrollment); then pass "$name"; else fail "$name" "$why" "$LOG"; fi
 }

@@ -12,6 +12,10 @@
     mailtool.py inject HOST:PORT ENVFROM RCPT FILE
         deliver FILE verbatim by SMTP (no AUTH: the MX port), as a mail
         server re-delivering an old message would
+    mailtool.py fill MAILDIR N [SIZE]
+        deliver N plain mails of about SIZE bytes (default 300) straight
+        into MAILDIR/new, as a local delivery agent would (owned by the
+        Maildir's owner), named to sort after what is there
 """
 import os
 import poplib
@@ -73,6 +77,22 @@ def main():
         s = smtplib.SMTP(host, int(port), timeout=20)
         s.sendmail(envfrom, [rcpt], msg)
         s.quit()
+    elif cmd == 'fill':
+        maildir, n = args[0], int(args[1])
+        size = int(args[2]) if len(args) > 2 else 300
+        st = os.stat(maildir)
+        t = int(time.time())
+        for i in range(n):
+            name = '%d.F%06dP%d.fill' % (t, i, os.getpid())
+            body = ('filler line %d\n' % i) * max(1, size // 16)
+            text = ('From: <news@list.test>\nTo: <device@mail.test>\n'
+                    'Subject: newsletter %d\nMessage-ID: <f%d.%d@list.test>\n\n%s'
+                    % (i, i, t, body))
+            tmp = os.path.join(maildir, 'tmp', name)
+            with open(tmp, 'w') as f:
+                f.write(text)
+            os.chown(tmp, st.st_uid, st.st_gid)
+            os.rename(tmp, os.path.join(maildir, 'new', name))
     else:
         sys.exit('unknown command ' + cmd)
 

@@ -24,39 +24,6 @@ D=$E2E_T/ca
 # shellcheck disable=SC1091
 . "$D/env"
 
-# enroll NAME [CLI options...]: one enrollment with a fresh store; sets RC,
-# LOG, the event counts since its start (ev_summary), and CERT, KEY.
-enroll() {
-	local name=$1 n
-	shift
-	LOG=$E2E_T/$name.log CERT=$E2E_T/$name.pem KEY=$E2E_T/$name.key
-	n=$(ev_lines "$D")
-	cli "$D" "${STORE:-$E2E_T/$name.flash}" "$LOG" --out-cert "$CERT" --out-key "$KEY" "$@"
-	RC=$?
-	ev_summary "$D" "$n"
-}
-
-# ok_enrollment: RC 0, a good certificate, one account, one order, exactly
-# one response for the one challenge, one certificate. Prints what is wrong.
-ok_enrollment() {
-	local why
-	[ "$RC" -eq 0 ] || { echo "exit $RC"; return 1; }
-	why=$(cert_check "$D" "$CERT" "$KEY" "$EMAIL") || { echo "$why"; return 1; }
-	[ "$accounts" -le 1 ] || { echo "$accounts accounts created"; return 1; }
-	[ "$responses" -eq 1 ] || { echo "$responses responses"; return 1; }
-	[ "$max_resp" -eq 1 ] || { echo "a challenge answered $max_resp times"; return 1; }
-	[ "$decoy_answers" -eq 0 ] || { echo "$decoy_answers decoy/stale mails answered"; return 1; }
-	[ "$issued" -eq 1 ] || { echo "$issued certificates issued"; return 1; }
-}
-
-# expect_ok NAME [CLI options...]: an enrollment that must succeed.
-expect_ok() {
-	local name=$1 why
-	shift
-	enroll "$name" "$@"
-	if why=$(ok_enrollment); then pass "$name"; else fail "$name" "$why" "$LOG"; fi
-}
-
 # --- mail transports --------------------------------------------------------
 
 POP3_MODE=stls SMTP_MODE=starttls enroll pop3-stls-smtp-starttls
