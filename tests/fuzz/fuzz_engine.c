@@ -600,7 +600,7 @@ check_ctx(void)
 	FUZZ_CHECK(ctx.line_len <= ACME_SMIME_MAX_HEADER_LINE);
 	FUZZ_CHECK(ctx.authz_count <= ACME_SMIME_MAX_AUTHZ);
 	FUZZ_CHECK(ctx.snapshot_count <= ACME_SMIME_MAX_SNAPSHOT);
-	FUZZ_CHECK(ctx.examined_count <= ACME_SMIME_MAX_EXAMINED);
+	FUZZ_CHECK(ctx.snapshot_count <= ctx.snapshot_total);
 	FUZZ_CHECK(ctx.candidate_count <= ACME_SMIME_MAX_EXAMINED);
 	FUZZ_CHECK(ctx.candidate_index <= ctx.candidate_count);
 	FUZZ_CHECK(ctx.req_sent <= ctx.req_len);

@@ -242,10 +242,16 @@ class Script:
         self.pop3_login()
         listing = b"".join(b"%d %s\r\n" % (i + 1, u.encode()) for i, u in enumerate(uids))
         self.chunk(b"+OK\r\n" + listing + b".\r\n")
-        stuffed = b"\r\n".join((b"." + l if l.startswith(b".") else l)
-                               for l in mail.split(b"\r\n"))
-        self.chunks(b"+OK %d octets\r\n" % len(mail) + stuffed + b"\r\n.\r\n", 40)
+        self.chunk(b"+OK %d %d\r\n" % (len(uids), len(mail)))          # LIST n
+        header = mail.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        self.chunk(b"+OK\r\n" + self.dot_stuff(header) + b".\r\n")    # TOP n 0
+        self.chunks(b"+OK %d octets\r\n" % len(mail) + self.dot_stuff(mail) + b"\r\n.\r\n", 40)
         self.chunk(b"+OK bye\r\n")
+
+    @staticmethod
+    def dot_stuff(text):
+        return b"\r\n".join((b"." + l if l.startswith(b".") else l)
+                              for l in text.split(b"\r\n"))
 
     def pop3_empty(self, uids=("old-1",)):
         self.pop3_login()
