@@ -9,14 +9,18 @@
  * SMTP login, flash, token joining, a challenge hook that first asks to
  * wait, a short mail wait, STARTTLS to the mail servers, EAB, contact,
  * P-384 certificate key, one retry, forced renewal, the strict mail
- * policy with a trusted Authentication-Results server), then chunks: a
+ * policy with a trusted Authentication-Results server, the mailbox hooks
+ * in place of POP3 and SMTP, deleting the answered mail), then chunks: a
  * 2-byte big-endian length and that many bytes (fewer when the input
  * ends). Each net_recv() call gets the next chunk (or the rest of one
  * larger than its buffer), whatever the connection; length 0 is a recv
  * that would block; length 0xFFFF is a power cut: the context is dropped
  * and the device boots again on the same flash. The dns_txt hook (DKIM
  * keys) takes the next chunk as the TXT record (length 0: no record,
- * 0xFFFF: the lookup fails). When the input is used up, recv reports the
+ * 0xFFFF: the lookup fails). So do the mailbox hooks: list takes a chunk
+ * of '\n'-separated message ids, read a chunk as the message (length 0:
+ * "not yet"; 0xFFFF: the hook fails). When the input is used up, recv
+ * reports the
  * connection closed and DNS lookups fail. net_send() takes everything,
  * unix_time is fixed, monotonic_ms jumps 1000 s a call (every wait ends
  * at once), entropy is a fixed pattern (so the certificate key is the
@@ -31,8 +35,12 @@
  *     none left open after acme_smime_close();
  *   - secrets: the POP3 password goes only to the POP3 server, the SMTP
  *     credentials only to the SMTP server, neither ever to the log;
- *   - an email challenge is POSTed only after the SMTP server accepted
- *     the reply; an http-01 challenge only after the hook published its
+ *   - an email challenge is POSTed only after the SMTP server (or the
+ *     send hook) accepted the reply; the send hook gets our address, 1 to
+ *     ACME_SMIME_MAX_REPLY_TO + 1 one-line recipients and CRLF text that
+ *     is not dot-stuffed; remove comes only with mail_delete, for the
+ *     message answered; with the hooks no mail server is connected;
+ *     an http-01 challenge only after the hook published its
  *     key authorization, which is token "." thumbprint of the account,
  *     and the token the hook gets is base64url (RFC 8555 section 8.1);
  *   - DONE: the certificate key is usable; the chain in RAM (if any) is
@@ -78,6 +86,8 @@
 #define CFG2_RETRIES_1    0x08
 #define CFG2_FORCE_RENEW  0x10
 #define CFG2_STRICT_AR    0x20  /* strict mail policy, trusted A-R from MX_ID */
+#define CFG2_MAILBOX_HOOK 0x40  /* the mailbox hooks instead of POP3/SMTP */
+#define CFG2_MAIL_DELETE  0x80
 
 #define ACME_HOST  "acme.test"
 #define MX_ID      "mx.example.com"
@@ -139,6 +149,8 @@ fz_connect(void *user, const char *host, unsigned port)
 	if (handle_count == MAX_HANDLES) {
 		return -1;   /* a connect that fails */
 	}
+	FUZZ_CHECK(ports.mailbox == NULL ||
+	    (strcmp(host, POP3_HOST) != 0 && strcmp(host, SMTP_HOST) != 0));
 	h = handle_count++;
 	handles[h].open = 1;
 	strcpy(handles[h].host, host);
@@ -461,6 +473,123 @@ fz_challenge(void *user, int op, const char *identifier, const char *token,
 	return 0;
 }
 
+/* --- the mailbox hooks (CFG2_MAILBOX_HOOK) --- */
+
+/* The next whole chunk for a hook: 1 with *p, *n set; 0 for an empty
+ * chunk; -1 at the end, at a power cut marker, or mid-chunk. */
+static int
+hook_chunk(const uint8_t **p, size_t *n)
+{
+	long want;
+
+	if (chunk_left > 0) {
+		return -1;
+	}
+	want = next_chunk();
+	if (want < 0 || want == 0xFFFF) {
+		return -1;
+	}
+	*p = in_data + in_pos;
+	*n = (size_t)want < in_len - in_pos ? (size_t)want : in_len - in_pos;
+	in_pos += *n;
+	return want == 0 ? 0 : 1;
+}
+
+static int
+fz_mb_list(void *user, acme_smime_mail_entry_fn entry, void *arg)
+{
+	const uint8_t *p, *end;
+	size_t n;
+	int r;
+
+	(void)user;
+	FUZZ_CHECK(entry != NULL && arg == &ctx);
+	r = hook_chunk(&p, &n);
+	if (r <= 0) {
+		return r < 0 ? -1 : 1;
+	}
+	for (end = p + n; p <= end; ) {
+		const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len = (size_t)((nl != NULL ? nl : end) - p);
+
+		entry(arg, (const char *)p, len, len * 97);
+		p += len + 1;
+	}
+	if (verbose) {
+		fprintf(stderr, "  [mailbox list: %zu bytes]\n", n);
+	}
+	return 0;
+}
+
+static int
+fz_mb_read(void *user, const char *id, char *buf, size_t size, size_t *len)
+{
+	const uint8_t *p;
+	size_t n;
+	int r;
+
+	(void)user;
+	FUZZ_CHECK(id != NULL && id[0] != '\0' && strlen(id) <= ACME_SMIME_MAX_MAIL_ID);
+	FUZZ_CHECK(strcmp(id, ctx.mail_id) == 0);
+	FUZZ_CHECK(buf != NULL && len != NULL && size > 0);
+	r = hook_chunk(&p, &n);
+	if (r <= 0) {
+		return r < 0 ? -1 : 1;
+	}
+	if (n > size) {
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	memcpy(buf, p, n);
+	*len = n;
+	if (verbose) {
+		fprintf(stderr, "  [mailbox read %s: %zu bytes]\n", id, n);
+	}
+	return 0;
+}
+
+static int
+fz_mb_send(void *user, const char *from, const char *const *to, size_t to_count,
+	const char *mail, size_t len)
+{
+	size_t i;
+
+	(void)user;
+	FUZZ_CHECK(from != NULL && strcmp(from, ctx.authz_identifier) == 0);
+	FUZZ_CHECK(to != NULL && to_count >= 1 && to_count <= ACME_SMIME_MAX_REPLY_TO + 1);
+	for (i = 0; i < to_count; i++) {
+		FUZZ_CHECK(to[i] != NULL && to[i][0] != '\0');
+		FUZZ_CHECK(!line_breaks((const unsigned char *)to[i], strlen(to[i])));
+	}
+	FUZZ_CHECK(mail != NULL && len >= 2 && memcmp(mail + len - 2, "\r\n", 2) == 0);
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)mail[i];
+
+		FUZZ_CHECK(c != 0 && c < 0x80);
+		FUZZ_CHECK(c != '\r' || (i + 1 < len && mail[i + 1] == '\n'));
+		FUZZ_CHECK(c != '\n' || (i > 0 && mail[i - 1] == '\r'));
+	}
+	/* Not dot-stuffed: the hook's own transport does that. */
+	FUZZ_CHECK(!(len >= 5 && memcmp(mail + len - 5, "\r\n.\r\n", 5) == 0));
+	if (verbose) {
+		fprintf(stderr, "  [mailbox send: %zu bytes to %zu]\n", len, to_count);
+	}
+	return 0;
+}
+
+static int
+fz_mb_remove(void *user, const char *id)
+{
+	(void)user;
+	FUZZ_CHECK(cfg.mail_delete);
+	FUZZ_CHECK(id != NULL && strcmp(id, ctx.mail_id) == 0);
+	FUZZ_CHECK(ctx.email_flags & EMAIL_ANSWERED);
+	return 0;
+}
+
+static const acme_smime_mailbox fz_mailbox = {
+	fz_mb_list, fz_mb_read, fz_mb_send, fz_mb_remove
+};
+
 /* --- configuration --- */
 
 static const acme_smime_identifier id_sets[4][2] = {
@@ -528,6 +657,7 @@ configure(uint8_t c0, uint8_t c1)
 	cfg.token_concat = c0 & CFG_CONCAT_BYTES ? ACME_SMIME_CONCAT_BYTES :
 	    ACME_SMIME_CONCAT_STRING;
 	cfg.mail_wait_s = c0 & CFG_MAIL_WAIT_SHORT ? 1 : 10000000u;
+	cfg.mail_delete = (c1 & CFG2_MAIL_DELETE) != 0;
 
 	memset(&ports, 0, sizeof ports);
 	ports.net_connect = fz_connect;
@@ -540,6 +670,7 @@ configure(uint8_t c0, uint8_t c1)
 	ports.log = fz_log;
 	ports.challenge = fz_challenge;
 	ports.dns_txt = fz_dns_txt;
+	ports.mailbox = c1 & CFG2_MAILBOX_HOOK ? &fz_mailbox : NULL;
 	ports.flash = NULL;
 	if (c0 & CFG_FLASH) {
 		memset(flash_mem, 0xFF, sizeof flash_mem);

@@ -303,6 +303,8 @@ CERT_P384 = 0x04
 RETRIES_1 = 0x08
 FORCE_RENEW = 0x10
 STRICT_AR = 0x20
+MAILBOX_HOOK = 0x40
+MAIL_DELETE = 0x80
 MX_ID = "mx.example.com"
 
 
@@ -374,6 +376,24 @@ def engine_seeds(cert_key_hex):
     email_authz_flow(s, 1, auth=True, ar=True)
     finish(s, chain)
     write(out, "full-email-strict-ar", bytes(s.data))
+
+    # The caller's mailbox hooks instead of POP3 and SMTP: list (snapshot),
+    # list and read (the challenge), remove (mail_delete); send takes no
+    # input.
+    s = Script(ID_EMAIL | FLASH, MAILBOX_HOOK | MAIL_DELETE)
+    s.chunk(b"old-1")
+    s.directory()
+    s.new_nonce()
+    s.new_account()
+    s.order("pending", [1], code=201, location=True)
+    s.authz_email(1)
+    s.chunk(b"")                     # the list hook: not yet
+    s.chunk(b"old-1\n1764370000.M1P2.dev")
+    s.chunk(challenge_mail())
+    s.challenge_ok(1)
+    s.authz_valid()
+    finish(s, chain)
+    write(out, "full-email-hooks", bytes(s.data))
 
     # dns identifier, http-01 through the hook.
     s = Script(ID_DNS | FLASH, CONTACT)
