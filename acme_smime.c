@@ -10444,6 +10444,10 @@ req_pop3_quit(acme_smime_ctx *ctx)
 static int
 resp_pop3_quit(acme_smime_ctx *ctx)
 {
+	if (ctx->mail_found && ctx->cfg->mail_delete && !ctx->mx_ok) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "POP3 QUIT failed: the answered mail may not be deleted", NULL);
+	}
 	tls_close(ctx);
 	if (ctx->mbox_purpose == MBOX_SNAPSHOT) {
 		return engine_after_snapshot(ctx);
@@ -11239,6 +11243,14 @@ acme_smime_step(acme_smime_ctx *ctx)
 		r = st->talk == TALK_MAIL ? mx_exchange(ctx) : http_exchange(ctx);
 		if (r == IO_BLOCK) {
 			return ACME_SMIME_WANT_IO;
+		}
+		if (r < 0 && (ctx->state == ST_POP3_QUIT || ctx->state == ST_SMTP_QUIT)) {
+			/* The work is done before QUIT (a DELE aside, which the
+			 * handler reports): a connection lost now costs nothing. */
+			memset(&ctx->err, 0, sizeof ctx->err);
+			engine_log(ctx, ACME_SMIME_LOG_INFO, "going on: the mail was done", NULL);
+			ctx->mx_ok = 0;
+			r = IO_READY;
 		}
 		if (r < 0) {
 			return st->talk == TALK_HTTP ? engine_retry_lost(ctx, r) : r;
