@@ -7553,7 +7553,6 @@ http_response_reset(acme_smime_ctx *ctx)
 	ctx->line_len = 0;
 	ctx->line_overflow = 0;
 	ctx->location[0] = '\0';
-	ctx->link_up[0] = '\0';
 	ctx->link_alternates = 0;
 	ctx->resp_nonce[0] = '\0';
 	ctx->retry_after_s = 0;
@@ -7671,8 +7670,10 @@ http_header_needed(const char *name, size_t n)
 /*
  * Link (RFC 8288), as ACME uses it (RFC 8555 section 7.4.2 and others):
  * "<url>;rel=up, <url>;rel="alternate"", possibly over several header
- * lines. The "up" target and the number of alternate certificate chains
- * are kept; other relations ("index", "terms-of-service") are skipped.
+ * lines. The number of alternate certificate chains is kept (the engine
+ * logs that the default chain was taken); other relations ("up",
+ * "index", "terms-of-service") are skipped: the engine knows the URLs
+ * they name.
  */
 static void
 http_links(acme_smime_ctx *ctx, const char *v, size_t n)
@@ -7680,8 +7681,7 @@ http_links(acme_smime_ctx *ctx, const char *v, size_t n)
 	size_t i = 0;
 
 	while (i < n) {
-		const char *url;
-		size_t ulen, pe;
+		size_t pe;
 
 		while (i < n && (v[i] == ' ' || v[i] == ',' || v[i] == '\t')) {
 			i++;
@@ -7689,14 +7689,12 @@ http_links(acme_smime_ctx *ctx, const char *v, size_t n)
 		if (i >= n || v[i] != '<') {
 			return;
 		}
-		url = v + ++i;
 		while (i < n && v[i] != '>') {
 			i++;
 		}
 		if (i >= n) {
 			return;
 		}
-		ulen = (size_t)(v + i - url);
 		/* The parameters run to the next comma outside quotes. */
 		for (pe = ++i; pe < n && v[pe] != ','; pe++) {
 			if (v[pe] == '"') {
@@ -7719,10 +7717,7 @@ http_links(acme_smime_ctx *ctx, const char *v, size_t n)
 						rl++;
 					}
 				}
-				if (ascii_caseeq(r, rl, "up")) {
-					copy_field(ctx->link_up, sizeof ctx->link_up, url,
-					    ulen < sizeof ctx->link_up ? ulen : 0);
-				} else if (ascii_caseeq(r, rl, "alternate")) {
+				if (ascii_caseeq(r, rl, "alternate")) {
 					ctx->link_alternates++;
 				}
 				break;

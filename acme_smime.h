@@ -903,7 +903,6 @@ typedef struct acme_smime_ctx {
 	int line_overflow;
 	char line[ACME_SMIME_MAX_HEADER_LINE + 1];
 	char location[ACME_SMIME_MAX_URL + 1];
-	char link_up[ACME_SMIME_MAX_URL + 1];   /* Link rel="up" target */
 	unsigned link_alternates;         /* Link rel="alternate" count */
 	char resp_nonce[ACME_SMIME_MAX_NONCE + 1];
 	uint32_t retry_after_s;

@@ -84,7 +84,7 @@ response_parses_in_every_chunking(void **state)
 }
 
 static void
-link_headers_give_up_and_alternates(void **state)
+link_headers_count_alternates(void **state)
 {
 	static const char text[] =
 	    "HTTP/1.1 200 OK\r\n"
@@ -97,12 +97,10 @@ link_headers_give_up_and_alternates(void **state)
 	(void)state;
 	reset_ctx(REQ_POST);
 	assert_int_equal(feed(text, 5), RS_DONE);
-	assert_string_equal(ctx.link_up, "https://ca.test/authz/7");
 	assert_int_equal(ctx.link_alternates, 2);
 	reset_ctx(REQ_POST);
 	assert_int_equal(feed("HTTP/1.1 200 OK\r\nLink: garbage<\r\nLink: <x\r\n"
 	    "Content-Length: 0\r\n\r\n", 3), RS_DONE);
-	assert_string_equal(ctx.link_up, "");
 	assert_int_equal(ctx.link_alternates, 0);
 }
 
@@ -363,7 +361,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(response_parses_in_every_chunking),
-		cmocka_unit_test(link_headers_give_up_and_alternates),
+		cmocka_unit_test(link_headers_count_alternates),
 		cmocka_unit_test(chunked_body_is_reassembled),
 		cmocka_unit_test(head_response_has_no_body),
 		cmocka_unit_test(body_until_close_without_length),
