@@ -8096,10 +8096,14 @@ http_exchange(acme_smime_ctx *ctx)
 #define MXS_DOTCR   5
 #define MXS_DONE    6
 
-/* SMTP capabilities from EHLO. */
-#define CAP_STARTTLS   1u
+/* Capabilities from SMTP EHLO or POP3 CAPA (RFC 2449). */
+#define CAP_STARTTLS   1u   /* SMTP STARTTLS, POP3 STLS */
 #define CAP_AUTH_PLAIN 2u
 #define CAP_AUTH_LOGIN 4u
+#define CAP_TOP        8u
+#define CAP_UIDL       16u
+#define CAP_USER       32u
+#define CAP_KNOWN      64u  /* POP3: CAPA answered, what it lacks is absent */
 
 /* Where the bytes to send are: ctx->line or the HTTP area. */
 #define MX_FROM_LINE 0
@@ -8142,7 +8146,7 @@ mx_command(acme_smime_ctx *ctx, int kind, const char *a, const char *b, int secr
 	return 0;
 }
 
-static void pop3_list_line(acme_smime_ctx *ctx);
+static void pop3_body_line(acme_smime_ctx *ctx);
 
 /* Append one body byte to the area; past its end the body is marked
  * truncated (the caller refuses it) but still read to its end. A
@@ -8156,7 +8160,7 @@ mx_emit(acme_smime_ctx *ctx, unsigned char c)
 				ctx->line_len--;
 			}
 			ctx->line[ctx->line_len] = '\0';
-			pop3_list_line(ctx);
+			pop3_body_line(ctx);
 			ctx->line_len = 0;
 		} else if (ctx->line_len < ACME_SMIME_MAX_HEADER_LINE) {
 			ctx->line[ctx->line_len++] = (char)c;
@@ -8210,13 +8214,13 @@ mx_smtp_line(acme_smime_ctx *ctx)
 	}
 	if (code == 250 && n > 4) {
 		if (ascii_caseeq(l + 4, n - 4, "STARTTLS")) {
-			ctx->smtp_caps |= CAP_STARTTLS;
+			ctx->mail_caps |= CAP_STARTTLS;
 		} else if (n > 9 && ascii_caseeq(l + 4, 5, "AUTH ")) {
 			if (mx_has_word(l + 9, n - 9, "PLAIN")) {
-				ctx->smtp_caps |= CAP_AUTH_PLAIN;
+				ctx->mail_caps |= CAP_AUTH_PLAIN;
 			}
 			if (mx_has_word(l + 9, n - 9, "LOGIN")) {
-				ctx->smtp_caps |= CAP_AUTH_LOGIN;
+				ctx->mail_caps |= CAP_AUTH_LOGIN;
 			}
 		}
 	}
@@ -8386,6 +8390,7 @@ enum {
 	ST_DOWNLOAD,
 	ST_RESUME,
 	ST_POP3_CONNECT,
+	ST_POP3_CAPA,
 	ST_POP3_STLS,
 	ST_POP3_USER,
 	ST_POP3_PASS,
@@ -10077,7 +10082,57 @@ resp_pop3_greeting(acme_smime_ctx *ctx)
 	if (!ctx->mx_ok) {
 		return mail_fail(ctx, 1, "POP3 server greeting is not +OK");
 	}
-	return ctx->cfg->pop3.tls == ACME_SMIME_TLS_STARTTLS ? ST_POP3_STLS : ST_POP3_USER;
+	return ST_POP3_CAPA;
+}
+
+/* CAPA, at the start and again over TLS (RFC 2595 section 4): a server
+ * without it (-ERR) gets every command tried. */
+static int
+req_pop3_capa(acme_smime_ctx *ctx)
+{
+	ctx->mail_caps = 0;
+	return mx_command(ctx, MX_POP3_LIST, "CAPA", NULL, 0);
+}
+
+/* A capability line: its first word. */
+static void
+pop3_capa_line(acme_smime_ctx *ctx)
+{
+	static const struct {
+		const char *word;
+		unsigned cap;
+	} known[] = {
+		{ "STLS", CAP_STARTTLS }, { "TOP", CAP_TOP }, { "UIDL", CAP_UIDL },
+		{ "USER", CAP_USER },
+	};
+	size_t n = strcspn(ctx->line, " "), k;
+
+	for (k = 0; k < ARRAY_LEN(known); k++) {
+		if (ascii_caseeq(ctx->line, n, known[k].word)) {
+			ctx->mail_caps |= known[k].cap;
+		}
+	}
+}
+
+static int
+resp_pop3_capa(acme_smime_ctx *ctx)
+{
+	unsigned caps = ctx->mx_ok ? ctx->mail_caps | CAP_KNOWN : 0;
+
+	ctx->mail_caps = caps;
+	if (ctx->cfg->pop3.tls == ACME_SMIME_TLS_STARTTLS && !ctx->conn_tls) {
+		if ((caps & CAP_KNOWN) && !(caps & CAP_STARTTLS)) {
+			return mail_fail(ctx, 0, "POP3 server does not offer STLS");
+		}
+		return ST_POP3_STLS;
+	}
+	if ((caps & CAP_KNOWN) && !(caps & CAP_USER)) {
+		return mail_fail(ctx, 0, "POP3 server does not offer USER/PASS login");
+	}
+	if ((caps & CAP_KNOWN) && !(caps & CAP_UIDL)) {
+		return mail_fail(ctx, 0, "POP3 server does not offer UIDL");
+	}
+	return ST_POP3_USER;
 }
 
 static int
@@ -10096,7 +10151,7 @@ resp_pop3_stls(acme_smime_ctx *ctx)
 	    0) < 0) {
 		return ctx->err.code;
 	}
-	return ST_POP3_USER;
+	return ST_POP3_CAPA;
 }
 
 static int
@@ -10130,14 +10185,18 @@ req_pop3_uidl(acme_smime_ctx *ctx)
 	return mx_command(ctx, MX_POP3_LIST, "UIDL", NULL, 0);
 }
 
-/* A UIDL line, "number uid". */
+/* A line of a CAPA or UIDL listing; a UIDL line is "number uid". */
 static void
-pop3_list_line(acme_smime_ctx *ctx)
+pop3_body_line(acme_smime_ctx *ctx)
 {
 	const char *p = ctx->line, *sp = memchr(p, ' ', ctx->line_len);
 	long num = sp != NULL && sp > p && sp - p <= 9 ?
 	    parse_digits(p, (size_t)(sp - p)) : -1;
 
+	if (ctx->state == ST_POP3_CAPA) {
+		pop3_capa_line(ctx);
+		return;
+	}
 	if (num <= 0) {
 		ctx->list_bad = 1;
 		return;
@@ -10207,7 +10266,8 @@ resp_pop3_list(acme_smime_ctx *ctx)
 		    "the work buffer", NULL);
 		return pop3_next_candidate(ctx);
 	}
-	return ST_POP3_TOP;
+	return (ctx->mail_caps & CAP_KNOWN) && !(ctx->mail_caps & CAP_TOP) ?
+	    ST_POP3_RETR : ST_POP3_TOP;
 }
 
 static int
@@ -10480,7 +10540,7 @@ req_smtp_connect(acme_smime_ctx *ctx)
 		return ctx->err.code;
 	}
 	engine_log(ctx, ACME_SMIME_LOG_INFO, "SMTP: sending the reply through ", m->host);
-	ctx->smtp_caps = 0;
+	ctx->mail_caps = 0;
 	r = conn_open(ctx, m->host, m->port, m->tls == ACME_SMIME_TLS_IMPLICIT,
 	    ctx->cfg->mail_trust_anchors, ctx->cfg->mail_trust_anchor_count, 1);
 	return r < 0 ? r : mx_command(ctx, MX_SMTP, NULL, NULL, 0);
@@ -10497,7 +10557,7 @@ req_smtp_ehlo(acme_smime_ctx *ctx)
 {
 	const char *at = strrchr(ctx->authz_identifier, '@');
 
-	ctx->smtp_caps = 0;
+	ctx->mail_caps = 0;
 	return mx_command(ctx, MX_SMTP, "EHLO", at != NULL ? at + 1 : "localhost", 0);
 }
 
@@ -10508,7 +10568,7 @@ resp_smtp_ehlo(acme_smime_ctx *ctx)
 		return smtp_fail(ctx, "SMTP server refused EHLO");
 	}
 	if (ctx->cfg->smtp.tls == ACME_SMIME_TLS_STARTTLS && !ctx->conn_tls) {
-		if (!(ctx->smtp_caps & CAP_STARTTLS)) {
+		if (!(ctx->mail_caps & CAP_STARTTLS)) {
 			return mail_fail(ctx, 0, "SMTP server does not offer STARTTLS");
 		}
 		return ST_SMTP_STARTTLS;
@@ -10544,8 +10604,8 @@ req_smtp_auth(acme_smime_ctx *ctx)
 	size_t ul, pl;
 	int r;
 
-	if (!(ctx->smtp_caps & CAP_AUTH_PLAIN)) {
-		if (ctx->smtp_caps & CAP_AUTH_LOGIN) {
+	if (!(ctx->mail_caps & CAP_AUTH_PLAIN)) {
+		if (ctx->mail_caps & CAP_AUTH_LOGIN) {
 			return mx_command(ctx, MX_SMTP, "AUTH", "LOGIN", 0);
 		}
 		return mail_fail(ctx, 0, "SMTP server offers neither AUTH PLAIN nor LOGIN");
@@ -10971,6 +11031,7 @@ static const engine_state engine_states[ST_COUNT] = {
 	{ "download",            req_download,          resp_download,          TALK_HTTP, 1 },
 	{ "resume-order",        req_order_poll,        resp_resume,            TALK_HTTP, 1 },
 	{ "pop3-connect",        req_pop3_connect,      resp_pop3_greeting,     TALK_MAIL, 0 },
+	{ "pop3-capa",           req_pop3_capa,         resp_pop3_capa,         TALK_MAIL, 0 },
 	{ "pop3-stls",           req_pop3_stls,         resp_pop3_stls,         TALK_MAIL, 0 },
 	{ "pop3-user",           req_pop3_user,         resp_pop3_user,         TALK_MAIL, 0 },
 	{ "pop3-pass",           req_pop3_pass,         resp_pop3_pass,         TALK_MAIL, 0 },

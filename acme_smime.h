@@ -932,7 +932,7 @@ typedef struct acme_smime_ctx {
 	size_t reply_len;                 /* the reply mail, in the HTTP area */
 	unsigned flags_authz;             /* authorization email_flags is for */
 	int mx_code;                      /* SMTP reply code */
-	unsigned smtp_caps;
+	unsigned mail_caps;
 	unsigned rcpt_index;
 	int mail_found;                   /* challenge mail accepted */
 	unsigned email_flags;             /* EMAIL_* in acme_smime.c */

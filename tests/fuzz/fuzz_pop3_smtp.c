@@ -279,7 +279,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(whole.used == split.used);
 	FUZZ_CHECK(a->mx_state == b->mx_state && a->mx_ok == b->mx_ok &&
 	    a->mx_code == b->mx_code && a->mx_truncated == b->mx_truncated &&
-	    a->smtp_caps == b->smtp_caps && a->body_len == b->body_len);
+	    a->mail_caps == b->mail_caps && a->body_len == b->body_len);
 	FUZZ_CHECK(memcmp(http_area((acme_smime_ctx *)a),
 	    http_area((acme_smime_ctx *)b), a->body_len) == 0);
 
@@ -289,7 +289,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(m.body != NULL);
 	if (kind == MX_SMTP) {
 		model_smtp(&m, data, len);
-		FUZZ_CHECK(a->mx_code == m.code && a->smtp_caps == m.caps);
+		FUZZ_CHECK(a->mx_code == m.code && a->mail_caps == m.caps);
 		FUZZ_CHECK(a->body_len == 0);
 	} else {
 		model_pop3(&m, kind, data, len);

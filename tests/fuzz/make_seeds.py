@@ -229,6 +229,7 @@ class Script:
     # --- mail ---
     def pop3_login(self):
         self.chunk(b"+OK POP3 fuzz ready <1.2@pop.test>\r\n")
+        self.chunk(b"+OK\r\nTOP\r\nUSER\r\nUIDL\r\nSASL PLAIN\r\n.\r\n")   # CAPA
         self.chunk(b"+OK send PASS\r\n")
         self.chunk(b"+OK logged in\r\n")
 
@@ -499,6 +500,7 @@ def engine_seeds(cert_key_hex):
 
     s = Script(ID_EMAIL | MAIL_STARTTLS)
     s.chunk(b"+OK ready\r\n")
+    s.chunk(b"+OK\r\nSTLS\r\n.\r\n")
     s.chunk(b"+OK begin TLS\r\n")
     s.chunk(b"\x16\x03\x03\x00\x04\x0e\x00\x00\x00")
     write(out, "pop3-stls-garbage", bytes(s.data))

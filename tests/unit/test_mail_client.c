@@ -124,7 +124,7 @@ smtp_multiline_reply_collects_capabilities(void **state)
 		feed(resp, step);
 		assert_int_equal(ctx.mx_state, MXS_DONE);
 		assert_int_equal(ctx.mx_code, 250);
-		assert_int_equal(ctx.smtp_caps, CAP_STARTTLS | CAP_AUTH_PLAIN | CAP_AUTH_LOGIN);
+		assert_int_equal(ctx.mail_caps, CAP_STARTTLS | CAP_AUTH_PLAIN | CAP_AUTH_LOGIN);
 	}
 }
 
@@ -134,10 +134,10 @@ smtp_auth_capability_words_are_exact(void **state)
 	(void)state;
 	reset(MX_SMTP);
 	feed("250-x\r\n250 AUTH XPLAINX CRAM-MD5\r\n", 100);
-	assert_int_equal(ctx.smtp_caps, 0);
+	assert_int_equal(ctx.mail_caps, 0);
 	reset(MX_SMTP);
 	feed("250 auth plain\r\n", 100);
-	assert_int_equal(ctx.smtp_caps, CAP_AUTH_PLAIN);
+	assert_int_equal(ctx.mail_caps, CAP_AUTH_PLAIN);
 }
 
 static void
