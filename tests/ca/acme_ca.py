@@ -83,7 +83,11 @@ KNOBS = [
     ('CA_MAIL_DELAY', '0', 'seconds to wait before sending the challenge mail'),
     ('CA_SUBJECT', 'plain', 'challenge Subject form: plain | folded | q | b | q-lang (RFC 2047 Q/B words; q-lang = RFC 2231 language tag)'),
     ('CA_DKIM', '1', '1 = DKIM-sign the challenge mails (key and TXT record in DIR/ca/dkim/)'),
-    ('CA_DKIM_ALG', 'rsa', 'rsa (rsa-sha256, 2048 bits) | ed25519 (ed25519-sha256)'),
+    ('CA_DKIM_ALG', 'rsa', 'rsa (rsa-sha256, CA_DKIM_BITS) | ed25519 (ed25519-sha256)'),
+    ('CA_DKIM_BITS', '1024', 'RSA DKIM key size, 1024..4096 (RFC 8301: at least 1024). 1024 makes a 234-byte TXT '
+                             'record, one character-string, that pebble-challtestsrv serves (tests/testenv); 2048 '
+                             'makes a 410-byte record, over the 255 bytes of one string, that testenv serves with '
+                             'tests/tools/fake_dns.py as several strings'),
     ('CA_DKIM_SELECTOR', 'acme', 'DKIM selector (d= is the domain of CA_ADDR)'),
     ('CA_MAIL_OMIT', '', 'comma list of challenge-mail parts to leave out, mimicking lax CAs: '
                          'auto-submitted, message-id, date, dkim'),
@@ -149,6 +153,12 @@ class Config:
             raise SystemExit('CA_POP3_MODE must be stls, pop3s or plain')
         if self.dkim_alg not in ('rsa', 'ed25519'):
             raise SystemExit('CA_DKIM_ALG must be rsa or ed25519')
+        try:
+            self.dkim_bits = int(self.dkim_bits)
+        except ValueError:
+            self.dkim_bits = 0
+        if not 1024 <= self.dkim_bits <= 4096:
+            raise SystemExit('CA_DKIM_BITS must be a number from 1024 to 4096')
         if not ADDR_RE.match(self.addr):
             raise SystemExit('CA_ADDR is not an address')
         self.flags = {}
@@ -534,7 +544,9 @@ class PKI:
         cfg = self.cfg
         self.dkim_domain = split_addr(cfg.addr)[1]
         self.dkim_selector = cfg.dkim_selector
-        kfile = self.p('dkim', 'private-%s.pem' % cfg.dkim_alg)
+        # one key file per algorithm and size: a restart with the same knobs keeps its key
+        kfile = self.p('dkim', 'private-%s.pem' % (cfg.dkim_alg if cfg.dkim_alg == 'ed25519' else
+                                                   'rsa%d' % cfg.dkim_bits))
         if cfg.dkim_alg == 'ed25519':
             if os.path.exists(kfile):
                 k = serialization.load_pem_private_key(open(kfile, 'rb').read(), None)
@@ -551,7 +563,7 @@ class PKI:
             if os.path.exists(kfile):
                 k = serialization.load_pem_private_key(open(kfile, 'rb').read(), None)
             else:
-                k = rsa.generate_private_key(65537, 2048)
+                k = rsa.generate_private_key(65537, cfg.dkim_bits)
                 write_pem(kfile, key_pem(k), 0o600)
             self.dkim_key = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                             serialization.NoEncryption())
