@@ -13,7 +13,7 @@ and python3-nacl for DKIM). Normally started by tests/testenv.
   acme_ca.py --dir DIR [--port N] [--host 127.0.0.1]
 
 Files: DIR/ca.log (log), DIR/ca-events.jsonl (one JSON object per event),
-DIR/ca/ (keys, certificates, DKIM key, `ready`). Existing PKI files in DIR/ca
+DIR/ca/ (keys, certificates, DKIM key, S/MIME signing root, `ready`). Existing PKI files in DIR/ca
 are reused, so a restarted CA keeps its roots (unless CA_PKI_ALG / CA_TLS_ALG
 asks for another key type).
 
@@ -83,8 +83,22 @@ KNOBS = [
     ('CA_MAIL_DELAY', '0', 'seconds to wait before sending the challenge mail'),
     ('CA_SUBJECT', 'plain', 'challenge Subject form: plain | folded | q | b | q-lang (RFC 2047 Q/B words; q-lang = RFC 2231 language tag)'),
     ('CA_DKIM', '1', '1 = DKIM-sign the challenge mails (key and TXT record in DIR/ca/dkim/)'),
-    ('CA_DKIM_ALG', 'rsa', 'rsa (rsa-sha256, 2048 bits) | ed25519 (ed25519-sha256)'),
+    ('CA_DKIM_ALG', 'rsa', 'rsa (rsa-sha256, CA_DKIM_BITS) | ed25519 (ed25519-sha256)'),
+    ('CA_DKIM_BITS', '1024', 'RSA DKIM key size, 1024..4096 (RFC 8301: at least 1024). 1024 makes a 234-byte TXT '
+                             'record, one character-string, that pebble-challtestsrv serves (tests/testenv); 2048 '
+                             'makes a 410-byte record, over the 255 bytes of one string, that testenv serves with '
+                             'tests/tools/fake_dns.py as several strings'),
     ('CA_DKIM_SELECTOR', 'acme', 'DKIM selector (d= is the domain of CA_ADDR)'),
+    ('CA_SMIME_SIGN', '0', 'S/MIME-sign the challenge mails (RFC 8823 section 3.1, RFC 8551): 1 or detached = '
+                           'multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256 (detached '
+                           'CMS SignedData); opaque = application/pkcs7-mime; smime-type=signed-data; 0 = no. The '
+                           'signed entity is a message/rfc822 copy of the whole mail (every header field and the '
+                           'text body: header protection). Signer: a certificate for the From address (rfc822Name, '
+                           'EKU emailProtection, KU digitalSignature, key type CA_PKI_ALG) under the S/MIME root '
+                           'DIR/ca/smime-root.pem (not the issuing root). With CA_DKIM=1 the DKIM signature covers '
+                           'the final S/MIME mail'),
+    ('CA_SMIME_CHAIN', 'direct', 'direct = the S/MIME signer certificate is issued by smime-root; intermediate = by '
+                                 'a signing CA under it (DIR/ca/smime-intermediate.pem), sent in the CMS'),
     ('CA_MAIL_OMIT', '', 'comma list of challenge-mail parts to leave out, mimicking lax CAs: '
                          'auto-submitted, message-id, date, dkim'),
     ('CA_VALIDATE_WINDOW', '10', 'seconds the CA keeps looking for the response mail after the challenge POST'),
@@ -112,8 +126,12 @@ KNOBS = [
     ('CA_PROCESSING_POLLS', '0', 'after finalize the order stays `processing` (with Retry-After) for N order fetches'),
     ('CA_RETRY_AFTER', '1', 'Retry-After (seconds) on `processing` orders, authorizations and challenges'),
     ('CA_DECOY', '', 'comma list of decoy challenge mails sent just before the real one: sender (From a wrong '
-                     'address, CA_DECOY_FROM), reply (Subject "Re: ACME: ..."), unsigned (no DKIM), baddkim '
-                     '(broken signature), noauto (no Auto-Submitted), wrongto (To: another address); 1 = sender'),
+                     'address, CA_DECOY_FROM), reply (Subject "Re: ACME: ..."), unsigned (no DKIM, no S/MIME), '
+                     'baddkim (body changed after signing: breaks DKIM, and S/MIME when signed), noauto (no '
+                     'Auto-Submitted), wrongto (To: another address); S/MIME-signed (the CA_SMIME_SIGN form, '
+                     'detached when 0) and never DKIM-signed: badsmime (signed content changed after signing), '
+                     'smimesigner (signer certificate for CA_DECOY_FROM), smimeheaders (the protected Subject '
+                     'differs from the outer one); 1 = sender'),
     ('CA_DECOY_FROM', 'ca@evil.test', 'From: address of the `sender` decoy'),
     ('CA_STALE', '0', "1 = just before the real challenge mail, send a stale one: a verbatim re-delivery of this "
                       "identifier's previous challenge mail (same Message-ID, Date, token-part1), or, if there is "
@@ -149,6 +167,24 @@ class Config:
             raise SystemExit('CA_POP3_MODE must be stls, pop3s or plain')
         if self.dkim_alg not in ('rsa', 'ed25519'):
             raise SystemExit('CA_DKIM_ALG must be rsa or ed25519')
+        try:
+            self.dkim_bits = int(self.dkim_bits)
+        except ValueError:
+            self.dkim_bits = 0
+        if not 1024 <= self.dkim_bits <= 4096:
+            raise SystemExit('CA_DKIM_BITS must be a number from 1024 to 4096')
+        sm = self.smime_sign.strip().lower()
+        if sm in ('', '0', 'no', 'false'):
+            self.smime_sign = None
+        elif sm in ('1', 'yes', 'true', 'detached', 'multipart'):
+            self.smime_sign = 'detached'
+        elif sm == 'opaque':
+            self.smime_sign = 'opaque'
+        else:
+            raise SystemExit('CA_SMIME_SIGN must be 0, 1 (detached) or opaque')
+        self.smime_chain = self.smime_chain.strip().lower()
+        if self.smime_chain not in ('direct', 'intermediate'):
+            raise SystemExit('CA_SMIME_CHAIN must be direct or intermediate')
         if not ADDR_RE.match(self.addr):
             raise SystemExit('CA_ADDR is not an address')
         self.flags = {}
@@ -165,7 +201,8 @@ class Config:
         dec = [x.strip().lower() for x in self.decoy.split(',') if x.strip() and x.strip() != '0']
         self.decoys = ['sender' if d == '1' else d for d in dec]
         for d in self.decoys:
-            if d not in ('sender', 'reply', 'unsigned', 'baddkim', 'noauto', 'wrongto'):
+            if d not in ('sender', 'reply', 'unsigned', 'baddkim', 'noauto', 'wrongto', 'badsmime',
+                         'smimesigner', 'smimeheaders'):
                 raise SystemExit('CA_DECOY: unknown kind %r' % d)
         self.domains = {d.strip().lower() for d in self.email_domains.split(',') if d.strip()}
         self.faults = {}
@@ -529,12 +566,78 @@ class PKI:
                                                           cfg.pki_alg, made)
         write_pem(self.p('chain.pem'), cert_pem(self.inter) + cert_pem(self.root))
         self.setup_dkim()
+        self.setup_smime()
+
+    # -- S/MIME signing of the challenge mails (CA_SMIME_SIGN) ---------------
+    def setup_smime(self):
+        """The S/MIME root of the CA's own signing certificates (DIR/ca/smime-root.pem, separate from
+        the root of the issued certificates), the signing intermediate (CA_SMIME_CHAIN=intermediate) and
+        the signer for CA_ADDR (DIR/ca/smime-signer.pem, for reference). Made at every start, used only
+        when the CA S/MIME-signs."""
+        cfg = self.cfg
+
+        def sroot():
+            k = gen_key(cfg.pki_alg)
+            return ca_cert(k, name('ACME test CA challenge-mail S/MIME root'), None, k, 3650, None), k
+        self.smime_root, self.smime_root_key, made = self.load_or_make('smime-root.pem', 'smime-root.key', sroot,
+                                                                       cfg.pki_alg)
+
+        def sinter():
+            k = gen_key(cfg.pki_alg)
+            return ca_cert(k, name('ACME test CA challenge-mail signing CA'), self.smime_root,
+                           self.smime_root_key, 1825, 0, [ExtendedKeyUsageOID.EMAIL_PROTECTION]), k
+        self.smime_inter, self.smime_inter_key, _ = self.load_or_make('smime-intermediate.pem',
+                                                                      'smime-intermediate.key', sinter,
+                                                                      cfg.pki_alg, made)
+        self.smime_signers = {}
+        self.smime_lock = threading.Lock()
+        cert, key, _ = self.smime_signer(cfg.addr)
+        write_pem(self.p('smime-signer.key'), key_pem(key), 0o600)
+        write_pem(self.p('smime-signer.pem'), cert_pem(cert))
+
+    def smime_signer(self, addr):
+        """(certificate, key, [intermediate certificates]) signing mails From addr: an end-entity
+        certificate with the rfc822Name addr, made on first use (CA_FROM_TAG gives each challenge its own
+        From address)."""
+        with self.smime_lock:
+            hit = self.smime_signers.get((addr.lower(), self.cfg.smime_chain))
+            if hit:
+                return hit
+            if self.cfg.smime_chain == 'intermediate':
+                icert, ikey, extra = self.smime_inter, self.smime_inter_key, [self.smime_inter]
+            else:
+                icert, ikey, extra = self.smime_root, self.smime_root_key, []
+            k = gen_key(self.cfg.pki_alg)
+            now = datetime.datetime.now(datetime.timezone.utc)
+            c = (x509.CertificateBuilder()
+                 .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'acme_smime tests'),
+                                          x509.NameAttribute(NameOID.COMMON_NAME, addr)]))
+                 .issuer_name(icert.subject).public_key(k.public_key())
+                 .serial_number(x509.random_serial_number())
+                 .not_valid_before(now - datetime.timedelta(hours=1))
+                 .not_valid_after(now + datetime.timedelta(days=90))
+                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                 .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                              key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                              key_cert_sign=False, crl_sign=False, encipher_only=False,
+                                              decipher_only=False), critical=True)
+                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+                 .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(addr)]), critical=False)
+                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
+                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ikey.public_key()),
+                                critical=False)
+                 .sign(ikey, hashes.SHA256()))
+            hit = (c, k, extra)
+            self.smime_signers[(addr.lower(), self.cfg.smime_chain)] = hit
+            return hit
 
     def setup_dkim(self):
         cfg = self.cfg
         self.dkim_domain = split_addr(cfg.addr)[1]
         self.dkim_selector = cfg.dkim_selector
-        kfile = self.p('dkim', 'private-%s.pem' % cfg.dkim_alg)
+        # one key file per algorithm and size: a restart with the same knobs keeps its key
+        kfile = self.p('dkim', 'private-%s.pem' % (cfg.dkim_alg if cfg.dkim_alg == 'ed25519' else
+                                                   'rsa%d' % cfg.dkim_bits))
         if cfg.dkim_alg == 'ed25519':
             if os.path.exists(kfile):
                 k = serialization.load_pem_private_key(open(kfile, 'rb').read(), None)
@@ -551,7 +654,7 @@ class PKI:
             if os.path.exists(kfile):
                 k = serialization.load_pem_private_key(open(kfile, 'rb').read(), None)
             else:
-                k = rsa.generate_private_key(65537, 2048)
+                k = rsa.generate_private_key(65537, cfg.dkim_bits)
                 write_pem(kfile, key_pem(k), 0o600)
             self.dkim_key = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                             serialization.NoEncryption())
@@ -760,6 +863,18 @@ class CA:
         return 'Subject: ' + '\r\n '.join('=?UTF-8?B?%s?=' % base64.b64encode(p.encode()).decode()
                                           for p in (text[:half], text[half:]))
 
+    SMIME_DECOYS = ('badsmime', 'smimesigner', 'smimeheaders')
+
+    def mail_signing(self, kind=None):
+        """How a challenge mail of this kind (None: the real one) is signed: (S/MIME form or None, DKIM)."""
+        omit = self.cfg.mail_omit
+        form = self.cfg.smime_sign
+        if kind in self.SMIME_DECOYS:
+            return form or 'detached', False
+        if kind == 'unsigned':
+            return None, False
+        return form, self.cfg.dkim and 'dkim' not in omit
+
     def build_mail(self, from_addr, to_addr, token1, kind=None, date=None, msgid=None):
         omit = self.cfg.mail_omit
         dom = split_addr(from_addr)[1]
@@ -776,26 +891,68 @@ class CA:
             lines.append('Date: ' + (date or email.utils.formatdate(localtime=True)))
         if 'message-id' not in omit:
             lines.append('Message-ID: ' + msgid)
-        lines += ['From: ' + frm, 'To: ' + to_addr, subject,
-                  'MIME-Version: 1.0', 'Content-Type: text/plain; charset=US-ASCII',
-                  'Content-Transfer-Encoding: 7bit']
+        lines += ['From: ' + frm, 'To: ' + to_addr, subject]
+        text = ['MIME-Version: 1.0', 'Content-Type: text/plain; charset=US-ASCII',
+                'Content-Transfer-Encoding: 7bit']
         body = ('This is an automatically generated ACME challenge for email address\r\n'
                 '"%s". If you have not requested an S/MIME certificate for this\r\n'
                 'address, ignore this message. If you did, your ACME client answers it\r\n'
                 'by itself (RFC 8823).\r\n' % to_addr)
-        msg = ('\r\n'.join(lines) + '\r\n\r\n' + body).encode('ascii')
-        sign = self.cfg.dkim and 'dkim' not in omit and kind != 'unsigned'
-        if sign:
+        form, dkim_sign = self.mail_signing(kind)
+        if form:
+            inner = lines
+            if kind == 'smimeheaders':   # the signed copy names another token
+                inner = [l if not l.startswith('Subject:') else 'Subject: ACME: ' + self.make_token1()
+                         for l in lines]
+            signer = self.cfg.decoy_from if kind == 'smimesigner' else from_addr
+            msg = self.smime_wrap(lines, inner, text, body, form, signer)
+        else:
+            msg = ('\r\n'.join(lines + text) + '\r\n\r\n' + body).encode('ascii')
+        if dkim_sign:
             import dkim
             sig = dkim.sign(msg, self.pki.dkim_selector.encode(), self.pki.dkim_domain.encode(),
                             self.pki.dkim_key, signature_algorithm=self.pki.dkim_algo,
                             canonicalize=(b'relaxed', b'relaxed'),
                             include_headers=[h.encode() for h in DKIM_HEADERS])
             msg = sig + msg
-            if kind == 'baddkim':   # change the signed body after signing
-                msg = msg.replace(b'generated ACME challenge', b'generated ACME challengE', 1)
-                assert b'challengE' in msg
+        if kind in ('baddkim', 'badsmime'):   # change the signed body after signing
+            msg = tamper_body(msg)
         return msg, (msgid if 'message-id' not in omit else None)
+
+    def smime_wrap(self, outer, inner, text, body, form, signer_addr):
+        """The S/MIME mail (RFC 8551): header fields `outer`, then the signed entity, a message/rfc822
+        holding the header fields `inner` + `text` and the body (header protection, RFC 8823 section 3.1:
+        the signature covers From, To, Subject and the rest). form: detached (multipart/signed, RFC 1847
+        and RFC 8551 section 3.5) or opaque (application/pkcs7-mime; smime-type=signed-data, section 3.4).
+        The CMS is made over the exact CRLF-canonical bytes of the entity (PKCS7 Binary: no
+        re-canonicalisation by OpenSSL)."""
+        from cryptography.hazmat.primitives.serialization import pkcs7
+        entity = ('Content-Type: message/rfc822; forwarded=no\r\n\r\n' +
+                  '\r\n'.join(inner + text) + '\r\n\r\n' + body).encode('ascii')
+        cert, key, extra = self.pki.smime_signer(signer_addr)
+        b = pkcs7.PKCS7SignatureBuilder().set_data(entity).add_signer(cert, key, hashes.SHA256())
+        for c in extra:          # after add_signer: it drops the certificates added before it
+            b = b.add_certificate(c)
+        opts = [pkcs7.PKCS7Options.Binary]
+        if form == 'detached':
+            opts.append(pkcs7.PKCS7Options.DetachedSignature)
+        der = b.sign(serialization.Encoding.DER, opts)
+        head = '\r\n'.join(outer) + '\r\nMIME-Version: 1.0\r\n'
+        if form == 'opaque':
+            return (head + 'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
+                    'Content-Transfer-Encoding: base64\r\n'
+                    'Content-Disposition: attachment; filename="smime.p7m"\r\n\r\n').encode('ascii') + \
+                b64_lines(der)
+        bnd = '----=_acme_smime_' + secrets.token_hex(12)
+        return (head + 'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256;\r\n'
+                ' boundary="%s"\r\n\r\n'
+                'This is an S/MIME signed message (RFC 8551).\r\n'
+                '--%s\r\n' % (bnd, bnd)).encode('ascii') + entity + \
+            ('\r\n--%s\r\n'
+             'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+             'Content-Transfer-Encoding: base64\r\n'
+             'Content-Disposition: attachment; filename="smime.p7s"\r\n\r\n' % bnd).encode('ascii') + \
+            b64_lines(der) + ('--%s--\r\n' % bnd).encode('ascii')
 
     def smtp_send(self, env_from, rcpt, msg):
         host, _, port = self.cfg.smtp.rpartition(':')
@@ -869,8 +1026,10 @@ class CA:
                 with self.lock:
                     self.token1_index[t1.rstrip('=')] = ('decoy', kind, to)
                 self.smtp_send(frm, rcpt, msg)
+                form, dk = self.mail_signing(kind)
                 self.events.emit('decoy-mail-sent', account=o.account, order=o.id, authz=z.id,
-                                 challenge=c.id, kind=kind, message_id=mid, token1=t1, to=to)
+                                 challenge=c.id, kind=kind, message_id=mid, token1=t1, to=to, smime=form,
+                                 dkim=dk)
                 time.sleep(0.2)
             msg, mid = self.build_mail(c.from_addr, to, c.token1)
             with self.lock:
@@ -879,8 +1038,10 @@ class CA:
             with self.lock:
                 c.mail_sent = time.time()
                 self.last_mail[to.lower()] = (msg, c.id)
+            form, dk = self.mail_signing()
             self.events.emit('challenge-mail-sent', account=o.account, order=o.id, authz=z.id,
-                             challenge=c.id, message_id=mid, token1=c.token1, to=to, **{'from': c.from_addr})
+                             challenge=c.id, message_id=mid, token1=c.token1, to=to, smime=form, dkim=dk,
+                             **{'from': c.from_addr})
         except Exception as e:
             log.error('challenge mail for authz %s failed: %s\n%s', zid, e, traceback.format_exc())
             self.events.emit('challenge-mail-failed', authz=zid, detail=str(e))
@@ -1647,6 +1808,24 @@ class POP3SSLFrom(poplib.POP3_SSL):
 
 def fmt_secs(s):
     return str(int(s)) if float(s).is_integer() else str(int(s + 0.999))
+
+
+def b64_lines(data):
+    """base64 in lines of 76 characters (RFC 2045), each ending in CRLF."""
+    t = base64.b64encode(data)
+    return b''.join(t[i:i + 76] + b'\r\n' for i in range(0, len(t), 76))
+
+
+def tamper_body(msg):
+    """One letter of the challenge text changed (same length), where the text is: in the body, or inside
+    the base64 CMS of an opaque S/MIME mail."""
+    a, b = b'generated ACME challenge', b'generated ACME challengE'
+    if a in msg:
+        return msg.replace(a, b, 1)
+    head, sep, body = msg.partition(b'\r\n\r\n')
+    der = base64.b64decode(body)
+    assert a in der
+    return head + sep + b64_lines(der.replace(a, b, 1))
 
 
 def decode_subject(raw):

@@ -10,6 +10,14 @@ environment. Run with Debian's /usr/bin/python3.
                                      and more (see tests/ca/selftest.sh)
   client_selftest.py --phase faults  a CA restarted with the fault knobs set by
                                      tests/ca/selftest.sh (see FAULT_ENV there)
+  client_selftest.py --phase smime   CA_SMIME_SIGN=1 (+ DKIM, 1024-bit key from
+                                     pebble-challtestsrv) and S/MIME decoys
+  client_selftest.py --phase opaque  CA_SMIME_SIGN=opaque, CA_DKIM=0 (the
+                                     2048-bit DKIM record from fake_dns.py)
+
+A challenge mail passes when its S/MIME signature verifies (OpenSSL, anchor
+SMIME_CA_FILE, signer rfc822Name = From, signed message/rfc822 copy with the
+outer From, To and Subject) or its DKIM signature does.
 
 Prints one PASS/FAIL line per check and, last, "N passed, N failed".
 """
@@ -37,6 +45,7 @@ import urllib.parse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, padding, utils as asym_utils
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -312,6 +321,86 @@ def decode_subject(raw):
 DKIM_MUST = {'from', 'to', 'subject', 'date', 'message-id', 'auto-submitted'}
 
 
+def unfold(v):
+    return re.sub(r'\s+', ' ', re.sub(r'\r?\n(?=[ \t])', '', v or '')).strip()
+
+
+def is_smime(msg):
+    ct = msg.get_content_type()
+    return ct == 'multipart/signed' or (ct == 'application/pkcs7-mime' and
+                                        (msg.get_param('smime-type') or '').lower() == 'signed-data')
+
+
+def smime_parts(raw, msg):
+    """(form, signed content bytes or None, CMS DER) of an S/MIME mail, split from the raw bytes as
+    RFC 1847 says: the first part runs up to the CRLF before the next delimiter."""
+    head, _, body = raw.partition(b'\r\n\r\n')
+    if msg.get_content_type() == 'application/pkcs7-mime':
+        return 'opaque', None, base64.b64decode(body)
+    b = ('--' + msg.get_boundary()).encode()
+    first = body.index(b + b'\r\n') + len(b) + 2
+    end = body.index(b'\r\n' + b + b'\r\n', first)
+    content = body[first:end]
+    sig = body[end + len(b) + 4:]
+    sig = sig[:sig.index(b'\r\n' + b + b'--')]
+    shead, _, sbody = sig.partition(b'\r\n\r\n')
+    if b'application/pkcs7-signature' not in shead.lower() or b'base64' not in shead.lower():
+        raise ValueError('second part is not a base64 application/pkcs7-signature')
+    return 'detached', content, base64.b64decode(sbody)
+
+
+def smime_check(raw, msg, from_addr):
+    """Verify an S/MIME challenge mail with OpenSSL (the signature over the exact signed bytes, the
+    signer chain to SMIME_CA_FILE for S/MIME signing), the signer's rfc822Name = From, and header
+    protection: a signed message/rfc822 whose From, To and Subject are the outer ones.
+    Returns (None, info) when it holds, else (reason, info)."""
+    info = {}
+    if not E.get('SMIME_CA_FILE'):
+        return 'S/MIME: no anchor (SMIME_CA_FILE)', info
+    try:
+        form, content, der = smime_parts(raw, msg)
+    except (ValueError, TypeError) as e:
+        return 'S/MIME structure: %s' % e, info
+    info['form'] = form
+    if form == 'detached':
+        info['micalg'] = (msg.get_param('micalg') or '').lower()
+        info['protocol'] = (msg.get_param('protocol') or '').lower()
+    with tempfile.TemporaryDirectory() as td:
+        fder, fcontent, fsigner = (os.path.join(td, n) for n in ('sig.der', 'content', 'signer.pem'))
+        open(fder, 'wb').write(der)
+        cmd = ['openssl', 'cms', '-verify', '-binary', '-inform', 'DER', '-in', fder, '-CAfile',
+               E['SMIME_CA_FILE'], '-purpose', 'smimesign', '-signer', fsigner]
+        if content is not None:
+            open(fcontent, 'wb').write(content)
+            cmd += ['-content', fcontent, '-out', os.devnull]
+        else:
+            cmd += ['-out', fcontent]
+        r = subprocess.run(cmd, capture_output=True)
+        if r.returncode != 0:
+            return 'S/MIME signature does not verify: %s' % r.stderr.decode(errors='replace').strip()[:200], info
+        signed = open(fcontent, 'rb').read()
+        signer = x509.load_pem_x509_certificate(open(fsigner, 'rb').read())
+    info['cms_certs'] = pkcs7.load_der_pkcs7_certificates(der)
+    info['signer'] = signer
+    try:
+        san = signer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = san.get_values_for_type(x509.RFC822Name)
+    except x509.ExtensionNotFound:
+        names = []
+    if not any(n.rpartition('@')[0] == from_addr.rpartition('@')[0] and
+               n.rpartition('@')[2].lower() == from_addr.rpartition('@')[2].lower() for n in names):
+        return 'S/MIME signer %r is not for From %s' % (names, from_addr), info
+    ehead, _, inner = signed.partition(b'\r\n\r\n')
+    if not ehead.lower().startswith(b'content-type: message/rfc822'):
+        return 'S/MIME signed entity is not message/rfc822 (no header protection)', info
+    im = email.message_from_bytes(inner, policy=email.policy.compat32)
+    info['inner'] = im
+    for h in ('From', 'To', 'Subject'):
+        if unfold(im.get(h)) != unfold(msg.get(h)):
+            return 'S/MIME protected %s differs: %r vs %r' % (h, im.get(h), msg.get(h)), info
+    return None, info
+
+
 RELAXED = False      # skip the Auto-Submitted, Message-ID, Date and DKIM checks (lax CAs)
 
 
@@ -347,6 +436,16 @@ def check_challenge_mail(raw, chall, ident, not_before):
     if ts < not_before:
         return 'stale: Date %s is before the order' % date, info
     sigs = msg.get_all('DKIM-Signature') or []
+    if is_smime(msg):
+        why, info['smime'] = smime_check(raw, msg, chall['from'])
+        info['smime_why'] = why
+        if why is None:
+            info['proof'] = 'smime'
+            # a DKIM signature too: verified for the record, not needed
+            info['dkim_ok'] = bool(sigs) and bool(dkim.verify(raw, dnsfunc=dkim_dns))
+            return None, info
+        if not sigs:
+            return why, info
     if not sigs:
         return 'not DKIM-signed', info
     tags = dict(t.strip().split('=', 1) for t in re.sub(r'\s+', '', sigs[0]).split(';') if '=' in t)
@@ -358,6 +457,8 @@ def check_challenge_mail(raw, chall, ident, not_before):
     if not dkim.verify(raw, dnsfunc=dkim_dns):
         return 'DKIM signature does not verify', info
     info['h'] = h
+    info['proof'] = 'dkim'
+    info['dkim_ok'] = True
     return None, info
 
 
@@ -529,7 +630,7 @@ def enroll(acme, idents, boxes, tag, mode='string', pop_mode='stls', smtp_mode='
         zurl, ch = challs[ident]
         info, ignored = wait_challenge_mail(mb[ident], snap[ident], ch, ident, t0 - 60)
         res.setdefault('ignored', []).extend(ignored)
-        if not check('%s: challenge mail for %s fetched over POP3 (%s) and checked (DKIM, headers)' %
+        if not check('%s: challenge mail for %s fetched over POP3 (%s) and checked (S/MIME or DKIM, headers)' %
                      (tag, ident, pop_mode), info is not None, [w for _, w, _ in ignored]):
             return res
         res.setdefault('mails', {})[ident] = info
@@ -903,16 +1004,144 @@ def phase_lax():
         check('CA_SUBJECT=b: Subject B-encoded', b'?b?' in head)
 
 
+def dns_check(tag, bits, server, strings):
+    """The CA's DKIM key has `bits` bits and DNS_RESOLVER (run by `server`) serves its record, whole, in
+    `strings` character-strings."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tools'))
+    from dns_txt_get import txt_query
+    pub = serialization.load_pem_public_key(open(E['DKIM_PUBKEY_FILE'], 'rb').read())
+    check('%s: DKIM key is RSA %d (CA_DKIM_BITS)' % (tag, bits), pub.key_size == bits, pub.key_size)
+    check('%s: DNS_SERVER=%s' % (tag, server), E.get('DNS_SERVER') == server, E.get('DNS_SERVER'))
+    h, p = hostport(E['DNS_RESOLVER'])
+    got = txt_query((h, p), '%s._domainkey.%s' % (E['DKIM_SELECTOR'], E['DKIM_DOMAIN']))
+    want = open(E['DKIM_TXT_FILE'], 'rb').read().strip()
+    check('%s: DNS_RESOLVER serves the DKIM record in %d string(s) (%d bytes)' % (tag, strings, len(want)),
+          got is not None and b''.join(got) == want and len(got) == strings,
+          got and [len(x) for x in got])
+
+
+def smime_mail_checks(tag, mail, form, dkim_signed, chain):
+    """The accepted challenge mail: S/MIME in `form`, header protection, the signer certificate."""
+    raw = mail['raw']
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    sm = mail.get('smime') or {}
+    check('%s: accepted on its S/MIME signature (OpenSSL cms -verify -binary -purpose smimesign, '
+          'anchor SMIME_CA_FILE)' % tag, mail.get('proof') == 'smime', mail.get('smime_why'))
+    if form == 'detached':
+        check('%s: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256' % tag,
+              msg.get_content_type() == 'multipart/signed' and sm.get('protocol') == 'application/pkcs7-signature'
+              and sm.get('micalg') == 'sha-256', msg.get('Content-Type'))
+    else:
+        check('%s: application/pkcs7-mime; smime-type=signed-data, base64' % tag,
+              msg.get_content_type() == 'application/pkcs7-mime' and
+              msg.get_param('smime-type') == 'signed-data' and
+              (msg.get('Content-Transfer-Encoding') or '').lower() == 'base64', msg.get('Content-Type'))
+    im = sm.get('inner')
+    same = im is not None and all(unfold(im.get(h)) == unfold(msg.get(h)) for h in
+                                  ('Auto-Submitted', 'Date', 'Message-ID', 'From', 'To', 'Subject'))
+    check('%s: header protection: the signed message/rfc822 repeats Auto-Submitted, Date, Message-ID, '
+          'From, To, Subject' % tag, same)
+    check('%s: the signed copy is text/plain with the challenge text' % tag,
+          im is not None and im.get_content_type() == 'text/plain' and
+          'automatically generated ACME challenge' in im.get_payload(), im and im.get('Content-Type'))
+    c = sm.get('signer')
+    if c is not None:
+        san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        eku = c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        ku = c.extensions.get_extension_for_class(x509.KeyUsage)
+        check('%s: signer: SAN rfc822Name = %s only, EKU emailProtection, KU digitalSignature (critical)' %
+              (tag, E['CA_EMAIL']),
+              san.get_values_for_type(x509.RFC822Name) == [E['CA_EMAIL']] and len(list(san)) == 1 and
+              list(eku) == [ExtendedKeyUsageOID.EMAIL_PROTECTION] and ku.critical and ku.value.digital_signature
+              and not ku.value.key_cert_sign, (san, eku, ku))
+        root = x509.load_pem_x509_certificate(open(E['SMIME_CA_FILE'], 'rb').read())
+        certs = sm.get('cms_certs', [])
+        if chain == 'direct':
+            ok = c.issuer == root.subject and len(certs) == 1
+        else:
+            ok = (c.issuer != root.subject and len(certs) == 2 and
+                  any(x.subject == c.issuer and x.issuer == root.subject for x in certs))
+        check('%s: signer issued %s the S/MIME root (CA_SMIME_CHAIN=%s), %d certificate(s) in the CMS' %
+              (tag, 'by' if chain == 'direct' else 'by an intermediate under', chain, len(certs)), ok,
+              c.issuer.rfc4514_string())
+    has = b'\ndkim-signature:' in (b'\n' + raw.split(b'\r\n\r\n', 1)[0].lower())
+    if dkim_signed:
+        check('%s: DKIM-signed too, and the DKIM signature over the S/MIME mail verifies' % tag,
+              has and mail.get('dkim_ok'))
+    else:
+        check('%s: no DKIM-Signature (CA_DKIM=0): S/MIME is the only proof' % tag, not has)
+
+
+def smime_env_checks(tag):
+    f = E.get('SMIME_CA_FILE', '')
+    ok = bool(f) and os.path.exists(f)
+    root = x509.load_pem_x509_certificate(open(f, 'rb').read()) if ok else None
+    check('%s: DIR/env SMIME_CA_FILE is DIR/ca/smime-root.pem, a CA, not the issuing root' % tag,
+          ok and f.endswith('/ca/smime-root.pem') and
+          root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca and
+          root.subject != x509.load_pem_x509_certificate(open(E['TEST_ROOT'], 'rb').read()).subject, f)
+
+
+def phase_smime():
+    tag = 'S/MIME + DKIM'
+    smime_env_checks(tag)
+    dns_check(tag, 1024, 'pebble-challtestsrv', 1)
+    acme = Acme(E['ACME_DIRECTORY'], E['ACME_CA_FILE'])
+    check('%s: newAccount' % tag, acme.account().status == 201)
+    boxes = {E['EMAIL']: (E['MAIL_USER'], E['MAIL_PASS_FILE'])}
+    res = enroll(acme, [E['EMAIL']], boxes, tag)
+    check('%s: certificate issued' % tag, res['ok'])
+    mail = res.get('mails', {}).get(E['EMAIL'])
+    if mail:
+        smime_mail_checks(tag, mail, 'detached', True, 'intermediate')
+    whys = [w for _, w, _ in res.get('ignored', [])]
+    check('CA_DECOY=badsmime: the decoy whose signed content changed was ignored',
+          any(w.startswith('S/MIME signature does not verify') for w in whys), whys)
+    check('CA_DECOY=smimesigner: the decoy signed for %s was ignored' % E.get('CA_DECOY_FROM', 'ca@evil.test'),
+          any(w.startswith('S/MIME signer') for w in whys), whys)
+    check('CA_DECOY=smimeheaders: the decoy whose protected Subject differs was ignored',
+          any(w.startswith('S/MIME protected Subject differs') for w in whys), whys)
+    check('CA_DECOY=baddkim (S/MIME-signed too): ignored, neither signature verifies',
+          'DKIM signature does not verify' in whys, whys)
+    check('CA_DECOY=unsigned: no S/MIME, no DKIM: ignored', 'not DKIM-signed' in whys, whys)
+    ev = events()
+    sent = [e for e in ev if e['event'] == 'challenge-mail-sent']
+    dec = {e.get('kind'): (e.get('smime'), e.get('dkim')) for e in ev if e['event'] == 'decoy-mail-sent'}
+    check('events: challenge-mail-sent smime=detached dkim=true; S/MIME decoys without DKIM; unsigned without both',
+          [(e.get('smime'), e.get('dkim')) for e in sent] == [('detached', True)] and
+          dec.get('badsmime') == ('detached', False) and dec.get('smimesigner') == ('detached', False) and
+          dec.get('smimeheaders') == ('detached', False) and dec.get('unsigned') == (None, False) and
+          dec.get('baddkim') == ('detached', True), (sent, dec))
+
+
+def phase_opaque():
+    tag = 'opaque S/MIME only'
+    smime_env_checks(tag)
+    dns_check(tag, 2048, 'fake_dns', 2)
+    acme = Acme(E['ACME_DIRECTORY'], E['ACME_CA_FILE'])
+    check('%s: newAccount' % tag, acme.account().status == 201)
+    boxes = {E['EMAIL']: (E['MAIL_USER'], E['MAIL_PASS_FILE'])}
+    res = enroll(acme, [E['EMAIL']], boxes, tag)
+    check('%s: certificate issued' % tag, res['ok'])
+    mail = res.get('mails', {}).get(E['EMAIL'])
+    if mail:
+        smime_mail_checks(tag, mail, 'opaque', False, 'direct')
+    ev = events()
+    sent = [(e.get('smime'), e.get('dkim')) for e in ev if e['event'] == 'challenge-mail-sent']
+    check('events: challenge-mail-sent smime=opaque dkim=false', sent == [('opaque', False)], sent)
+
+
 def main():
     global VERBOSE
     ap = argparse.ArgumentParser()
-    ap.add_argument('--phase', choices=('main', 'bytes', 'faults', 'lax'), default='main')
+    ap.add_argument('--phase', choices=('main', 'bytes', 'faults', 'lax', 'smime', 'opaque'), default='main')
     ap.add_argument('-v', action='store_true')
     a = ap.parse_args()
     VERBOSE = a.v
     t0 = time.time()
     try:
-        {'main': phase_main, 'bytes': phase_bytes, 'faults': phase_faults, 'lax': phase_lax}[a.phase]()
+        {'main': phase_main, 'bytes': phase_bytes, 'faults': phase_faults, 'lax': phase_lax,
+         'smime': phase_smime, 'opaque': phase_opaque}[a.phase]()
     except Exception:
         traceback.print_exc()
         check('phase %s ran to the end' % a.phase, False)

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Self-test of the RFC 8823 test environment: starts tests/testenv in a
 # temporary directory (free ports), runs tests/ca/client_selftest.py against
-# the CA in four settings (default STRING; BYTES with strict response checks;
-# every fault knob; a lax CA with RSA keys), stops everything (also on failure or Ctrl-C) and prints
-# "N passed, N failed" as its last line.
+# the CA in six settings (default STRING; BYTES with strict response checks;
+# every fault knob; a lax CA with RSA keys; S/MIME-signed challenge mails with
+# DKIM from pebble-challtestsrv and S/MIME decoys; opaque S/MIME without DKIM,
+# 2048-bit DKIM record from fake_dns.py), stops everything (also on failure
+# or Ctrl-C) and prints "N passed, N failed" as its last line.
 #   tests/ca/selftest.sh [-k]     -k: keep the directory (logs) afterwards
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -69,11 +71,26 @@ if TESTENV_PORTS=auto "$TESTS/testenv" start "$D"; then
   else
     echo "FAIL restart-ca (lax)"; fail=$((fail + 1))
   fi
+  # shellcheck disable=SC2054
+  SMIME_ENV=(CA_SMIME_SIGN=1 CA_SMIME_CHAIN=intermediate CA_DECOY=badsmime,smimesigner,smimeheaders,baddkim,unsigned)
+  echo "== phase smime (${SMIME_ENV[*]})"
+  if env "${SMIME_ENV[@]}" "$TESTS/testenv" restart-ca "$D" >/dev/null; then
+    run_phase smime
+  else
+    echo "FAIL restart-ca (smime)"; fail=$((fail + 1))
+  fi
+  OPAQUE_ENV=(CA_SMIME_SIGN=opaque CA_DKIM=0 CA_DKIM_BITS=2048)
+  echo "== phase opaque (${OPAQUE_ENV[*]})"
+  if env "${OPAQUE_ENV[@]}" "$TESTS/testenv" restart-ca "$D" >/dev/null; then
+    run_phase opaque
+  else
+    echo "FAIL restart-ca (opaque)"; fail=$((fail + 1))
+  fi
   echo "== testenv stop"
-  pids=$(cat "$D/ca.pid" "$D/mail/dovecot.pid" "$D/mail/smtp.pid" 2>/dev/null)
+  pids=$(cat "$D/ca.pid" "$D/dns.pid" "$D/mail/dovecot.pid" "$D/mail/smtp.pid" 2>/dev/null)
   "$TESTS/testenv" stop "$D" >/dev/null
   left=""
-  for f in "$D/ca.pid" "$D/mail/dovecot.pid" "$D/mail/smtp.pid"; do [ -f "$f" ] && left="$left $f"; done
+  for f in "$D/ca.pid" "$D/dns.pid" "$D/mail/dovecot.pid" "$D/mail/smtp.pid"; do [ -f "$f" ] && left="$left $f"; done
   for p in $pids; do
     if [ -r "/proc/$p/stat" ] && ! grep -q '^[0-9]* (.*) Z' "/proc/$p/stat"; then left="$left pid:$p"; fi
   done

@@ -20,6 +20,9 @@ file before a case starts). Prints shell assignments, one a line, for eval:
     invalid_detail='' detail of the last challenge-invalid
     faults=N          fault events (the CA's injected faults that fired)
     decoys=N stales=N decoy-mail-sent / stale-mail-sent
+    mail_smime='F ...' S/MIME form of each challenge-mail-sent, in order
+                      (detached | opaque | - when not S/MIME-signed)
+    mail_dkim=N       challenge-mail-sent that were DKIM-signed
 """
 import collections
 import json
@@ -33,6 +36,7 @@ def main():
     c = collections.Counter()
     per_chall = collections.Counter()
     serials = []
+    smime_forms = []
     invalid_detail = ''
     with open(path, encoding='utf-8', errors='replace') as f:
         for i, line in enumerate(f):
@@ -54,6 +58,9 @@ def main():
                 c['decoy_answers'] += 1
             elif e == 'certificate-issued':
                 serials.append(str(ev.get('serial', '')))
+            elif e == 'challenge-mail-sent':
+                smime_forms.append(str(ev.get('smime') or '-'))
+                c['mail_dkim'] += 1 if ev.get('dkim') else 0
             elif e == 'challenge-invalid':
                 invalid_detail = str(ev.get('detail', ''))
     out = {
@@ -73,6 +80,8 @@ def main():
         'faults': c['fault'],
         'decoys': c['decoy-mail-sent'],
         'stales': c['stale-mail-sent'],
+        'mail_smime': ' '.join(smime_forms),
+        'mail_dkim': c['mail_dkim'],
         'unparsable': c['unparsable'],
     }
     for k, v in out.items():
