@@ -215,7 +215,7 @@ export TESTENV_PORTS=auto
 if [ "${INTEGRATION:-1}" != 0 ]; then
     for suite in tests/examples_test.sh tests/pebble/cli_pebble_test.sh \
             tests/ca/selftest.sh tests/lwip/lwip_test.sh tests/dns_txt_test.sh \
-            tests/e2e/rfc8823_test.sh tests/e2e/mailbox_test.sh \
+            tests/e2e/rfc8823_test.sh tests/e2e/mailbox_test.sh tests/e2e/smime_test.sh \
             tests/e2e/powercut_test.sh \
             tests/e2e/kill9_test.sh tests/e2e/renewal_test.sh \
             tests/valgrind_test.sh; do
