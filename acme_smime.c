@@ -10408,36 +10408,55 @@ engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
 	return engine_save_account(ctx);
 }
 
+/* What engine_examine() found. */
+#define EXAMINE_REFUSED  0
+#define EXAMINE_ANSWERED 1
+#define EXAMINE_DEFER    2   /* the S/MIME signature needs more room */
+
 /*
  * The message in the HTTP area (body_len bytes) may be the challenge:
- * check it, and answer it when it is ours and was never answered.
- * Returns 1 when answered, 0 when not ours, or an error.
+ * check it, and answer it when it is ours and was never answered. The
+ * decoded S/MIME signature goes to the rest of the HTTP area; when the
+ * mail and its signature do not fit together, the check is deferred
+ * until no connection is open, and then the TLS area takes it (roomy:
+ * ACME_SMIME_TLS_AREA bytes). Returns EXAMINE_* or an error.
  */
 static int
-engine_examine(acme_smime_ctx *ctx)
+engine_examine(acme_smime_ctx *ctx, int roomy)
 {
 	acme_smime_pending pending;
 	acme_smime_mail_verdict v;
 	int r;
 
 	engine_pending(ctx, &pending);
-	/* The rest of the HTTP area, after the mail, takes the CMS. */
-	pending.smime_work = http_area(ctx) + ctx->body_len + 1;
-	pending.smime_work_size = http_area_size(ctx) - ctx->body_len - 1;
+	if (roomy) {
+		pending.smime_work = ctx->work;
+		pending.smime_work_size = ACME_SMIME_TLS_AREA;
+	} else {
+		pending.smime_work = http_area(ctx) + ctx->body_len + 1;
+		pending.smime_work_size = http_area_size(ctx) - ctx->body_len - 1;
+	}
 	r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
 	    &pending, &v);
+	if (roomy) {
+		wipe(ctx->work, ACME_SMIME_TLS_AREA);
+	} else if (r != ACME_SMIME_OK && v.reason == ACME_SMIME_MAIL_SMIME_LIMIT) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "S/MIME signature larger than the "
+		    "rest of the buffer: checked once the connection is closed", NULL);
+		return EXAMINE_DEFER;
+	}
 	if (r == ACME_SMIME_OK && uid_in(ctx->answered_tokens, ctx->answered_count,
 	    uid_hash(v.token_part1, strlen(v.token_part1)))) {
 		/* The same challenge mail again (re-delivered, copied): it
 		 * was answered once and never will be twice. */
 		engine_log(ctx, ACME_SMIME_LOG_INFO,
 		    "ignoring a message: answered before: ", v.message_id);
-		return 0;
+		return EXAMINE_REFUSED;
 	}
 	if (r != ACME_SMIME_OK) {
 		engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
 		    acme_smime_mail_reason_text(v.reason));
-		return 0;
+		return EXAMINE_REFUSED;
 	}
 	if (v.relaxed != 0) {
 		engine_log(ctx, ACME_SMIME_LOG_WARN,
@@ -10449,7 +10468,7 @@ engine_examine(acme_smime_ctx *ctx)
 		return r;
 	}
 	ctx->mail_found = 1;
-	return 1;
+	return EXAMINE_ANSWERED;
 }
 
 static int
@@ -10463,12 +10482,17 @@ resp_pop3_retr(acme_smime_ctx *ctx)
 		    "skipping a message the server would not give", NULL);
 		return pop3_next_candidate(ctx);
 	}
-	r = engine_examine(ctx);
+	r = engine_examine(ctx, 0);
 	if (r < 0) {
 		return r;
 	}
-	if (r == 0) {
+	if (r == EXAMINE_REFUSED) {
 		return pop3_next_candidate(ctx);
+	}
+	if (r == EXAMINE_DEFER) {
+		ctx->mail_deferred = 1;
+		ctx->mail_size = ctx->body_len;   /* QUIT resets body_len */
+		return ST_POP3_QUIT;
 	}
 	return ctx->cfg->mail_delete ? ST_POP3_DELE : ST_POP3_QUIT;
 }
@@ -10506,6 +10530,28 @@ resp_pop3_quit(acme_smime_ctx *ctx)
 	tls_close(ctx);
 	if (ctx->mbox_purpose == MBOX_SNAPSHOT) {
 		return engine_after_snapshot(ctx);
+	}
+	if (ctx->mail_deferred) {
+		/* No connection now: the TLS area is free for the signature.
+		 * The candidates after this one come in the next session. */
+		int r;
+
+		ctx->body_len = ctx->mail_size;
+		r = engine_examine(ctx, 1);
+
+		ctx->mail_deferred = 0;
+		if (r < 0) {
+			return r;
+		}
+		if (r == EXAMINE_REFUSED) {
+			mbox_examined(ctx, ctx->candidate_uid[ctx->candidate_index]);
+			return ctx->candidate_index + 1 < ctx->candidate_count ?
+			    ST_POP3_CONNECT : engine_mail_poll(ctx, ST_POP3_CONNECT);
+		}
+		if (ctx->cfg->mail_delete) {
+			engine_log(ctx, ACME_SMIME_LOG_WARN, "the answered mail stays in the "
+			    "mailbox: its signature was checked after the session", NULL);
+		}
 	}
 	return ctx->mail_found ? ST_SMTP_CONNECT : engine_mail_poll(ctx, ST_POP3_CONNECT);
 }
@@ -10898,11 +10944,17 @@ local_mbox_read(acme_smime_ctx *ctx)
 	}
 	http_area(ctx)[len] = '\0';
 	ctx->body_len = len;
-	r = engine_examine(ctx);
+	r = engine_examine(ctx, 0);
+	if (r == EXAMINE_DEFER) {
+		/* The ACME connection goes (it is resumed later) so that the
+		 * TLS area can take the signature. */
+		tls_close(ctx);
+		r = engine_examine(ctx, 1);
+	}
 	if (r < 0) {
 		return r;
 	}
-	if (r == 0) {
+	if (r == EXAMINE_REFUSED) {
 		mbox_examined(ctx, ctx->candidate_uid[0]);
 		return ST_MBOX_LIST;
 	}

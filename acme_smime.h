@@ -924,7 +924,8 @@ typedef struct acme_smime_ctx {
 	uint32_t listed;                  /* entries of the listing so far */
 	int list_bad;                     /* a malformed listing entry */
 	char mail_id[ACME_SMIME_MAX_MAIL_ID + 1];   /* mailbox hook candidate */
-	size_t mail_size;                 /* its size from the listing, or 0 */
+	size_t mail_size;                 /* its size from the listing, or 0;
+	                                     a deferred POP3 mail's length */
 	int snapshot_taken;
 	uint64_t snapshot_time;           /* Unix seconds, 0 unknown */
 	int mx_kind, mx_state, mx_ok, mx_truncated, mx_secret, mx_from;
@@ -935,6 +936,7 @@ typedef struct acme_smime_ctx {
 	unsigned mail_caps;
 	unsigned rcpt_index;
 	int mail_found;                   /* challenge mail accepted */
+	int mail_deferred;                /* its S/MIME check waits for room */
 	unsigned email_flags;             /* EMAIL_* in acme_smime.c */
 	uint32_t answered_uid;
 	unsigned answered_count;          /* token-part1 hashes answered, ever */

@@ -124,6 +124,23 @@ POLICY=strict-no-dns expect_ok smime-opaque-strict opaque 0 --smime-ca-file "$SM
 restart smime-rsa-intermediate CA_DKIM=0 CA_SMIME_SIGN=1 CA_SMIME_CHAIN=intermediate CA_PKI_ALG=rsa
 POLICY=strict-no-dns expect_ok smime-rsa-intermediate-strict detached 0 --smime-ca-file "$SMIME_CA_FILE"
 
+# Signatures that do not fit beside the mail in the 8 KiB mail area (an RSA
+# chain: 2.5-3.2 KB of DER after a 5-6 KB mail): the check is deferred until
+# the connection is closed and takes the TLS area. Detached with a 2048-bit
+# DKIM signature too (not checkable here: no resolver), opaque, and opaque
+# through the mailbox hooks (the ACME connection is closed for it, then
+# resumed).
+DEFERRED='checked once the connection is closed'
+restart smime-rsa-large CA_SMIME_SIGN=1 CA_SMIME_CHAIN=intermediate CA_PKI_ALG=rsa CA_DKIM_BITS=2048
+POLICY=strict-no-dns expect_ok smime-large-detached-deferred detached 1 --smime-ca-file "$SMIME_CA_FILE"
+check smime-large-detached-was-deferred "no '$DEFERRED' line" "$LOG" grep -q "$DEFERRED" "$LOG"
+restart smime-rsa-large-opaque CA_DKIM=0 CA_SMIME_SIGN=opaque CA_SMIME_CHAIN=intermediate CA_PKI_ALG=rsa
+POLICY=strict-no-dns expect_ok smime-large-opaque-deferred opaque 0 --smime-ca-file "$SMIME_CA_FILE"
+check smime-large-opaque-was-deferred "no '$DEFERRED' line" "$LOG" grep -q "$DEFERRED" "$LOG"
+MAILBOX=maildir POLICY=strict-no-dns expect_ok smime-large-opaque-hooks opaque 0 \
+	--smime-ca-file "$SMIME_CA_FILE"
+check smime-large-opaque-hooks-was-deferred "no '$DEFERRED' line" "$LOG" grep -q "$DEFERRED" "$LOG"
+
 # S/MIME decoys just before the real mail, none DKIM-signed: content changed
 # after signing, a signer certificate for another address, a protected
 # Subject that differs from the outer one; and one unsigned
