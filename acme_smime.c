@@ -5888,6 +5888,35 @@ check_date(const mail_header *hdr, char *scratch, uint64_t not_before)
 	    ACME_SMIME_MAIL_STALE : ACME_SMIME_MAIL_OK;
 }
 
+/* The header fields the challenge is recognised by: Subject, From, To
+ * (skipped when only the form is judged), Date, Auto-Submitted. */
+static int
+check_fields(const mail_header *hdr, char *scratch, const acme_smime_pending *pending,
+	acme_smime_mail_verdict *verdict, int form_only)
+{
+	int reason = ACME_SMIME_MAIL_OK;
+
+	if (!form_only) {
+		reason = check_subject(hdr, scratch, verdict);
+		if (reason == ACME_SMIME_MAIL_OK) {
+			reason = check_from(hdr, scratch, pending, verdict);
+		}
+		if (reason == ACME_SMIME_MAIL_OK) {
+			reason = check_to(hdr, scratch, pending);
+		}
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_date(hdr, scratch, pending->not_before);
+	}
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_auto_submitted(hdr, scratch, pending->policy);
+		if (hdr->field[FIELD_AUTO_SUBMITTED].raw == NULL) {
+			verdict->relaxed |= ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT;
+		}
+	}
+	return reason;
+}
+
 static int
 check_mail(const char *mail, size_t mail_len,
 	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
@@ -5910,22 +5939,7 @@ check_mail(const char *mail, size_t mail_len,
 			auth_take_protected(&st, &hdr);
 		}
 	}
-	reason = check_subject(&hdr, scratch, verdict);
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_from(&hdr, scratch, pending, verdict);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_to(&hdr, scratch, pending);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_date(&hdr, scratch, pending->not_before);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_auto_submitted(&hdr, scratch, pending->policy);
-		if (hdr.field[FIELD_AUTO_SUBMITTED].raw == NULL) {
-			verdict->relaxed |= ACME_SMIME_MAIL_ALLOW_NO_AUTOSUBMIT;
-		}
-	}
+	reason = check_fields(&hdr, scratch, pending, verdict, 0);
 	if (reason == ACME_SMIME_MAIL_OK) {
 		reason = collect_reply_to(&hdr, scratch, verdict);
 	}
@@ -5953,21 +5967,9 @@ screen_mail_header(const char *text, size_t len, const acme_smime_pending *pendi
 
 	memset(&v, 0, sizeof v);
 	reason = header_scan(&hdr, text, len);
-	if (reason == ACME_SMIME_MAIL_OK &&
-	    !(pending->policy & ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION)) {
-		reason = check_subject(&hdr, scratch, &v);
-		if (reason == ACME_SMIME_MAIL_OK) {
-			reason = check_from(&hdr, scratch, pending, &v);
-		}
-		if (reason == ACME_SMIME_MAIL_OK) {
-			reason = check_to(&hdr, scratch, pending);
-		}
-	}
 	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_date(&hdr, scratch, pending->not_before);
-	}
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_auto_submitted(&hdr, scratch, pending->policy);
+		reason = check_fields(&hdr, scratch, pending, &v,
+		    (pending->policy & ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION) != 0);
 	}
 	return reason;
 }

@@ -26,26 +26,14 @@ D=$E2E_T/sm
 # shellcheck disable=SC1091
 . "$D/env"
 
-# enroll NAME [CLI options...]: one enrollment with a fresh store; the CLI's
-# stderr (its whole log) goes to LOG, stdout to LOG.stdout; sets RC, CERT,
-# KEY and the event counts since its start (ev_summary).
-enroll() {
-	local name=$1 n
-	shift
-	LOG=$E2E_T/$name.log CERT=$E2E_T/$name.pem KEY=$E2E_T/$name.key
-	n=$(ev_lines "$D")
-	cli_args "$D" "$E2E_T/$name.flash"
-	timeout -s KILL "$CLI_TIMEOUT" "$CLI" "${CLI_ARGS[@]}" --out-cert "$CERT" --out-key "$KEY" "$@" \
-		>"$LOG.stdout" 2>"$LOG"
-	RC=$?
-	ev_summary "$D" "$n"
-}
+# enroll (tests/e2e/lib.sh): one enrollment with a fresh store, its whole
+# output in LOG.
 
-# ok_enrollment FORM DKIM: RC 0, a certificate that verifies (chain to the
+# ok_signed_enrollment FORM DKIM: RC 0, a certificate that verifies (chain to the
 # test root, SAN, EKU, key usage, key), one account, one order, exactly one
 # response received by the CA, one certificate; the challenge mail was
 # S/MIME-signed in FORM (- = not at all) and DKIM-signed DKIM (0/1) times.
-ok_enrollment() {
+ok_signed_enrollment() {
 	local why
 	[ "$RC" -eq 0 ] || { echo "exit $RC"; return 1; }
 	why=$(cert_check "$D" "$CERT" "$KEY" "$EMAIL") || { echo "$why"; return 1; }
@@ -58,13 +46,13 @@ ok_enrollment() {
 	[ "$mail_dkim" -eq "$2" ] || { echo "$mail_dkim DKIM-signed challenge mails, not $2"; return 1; }
 }
 
-# expect_ok NAME FORM DKIM [CLI options...]: an enrollment that must succeed
+# expect_signed_ok NAME FORM DKIM [CLI options...]: an enrollment that must succeed
 # (--mail-wait 15: a refused mail ends the run with its reason in the log).
-expect_ok() {
+expect_signed_ok() {
 	local name=$1 form=$2 dk=$3 why
 	shift 3
 	enroll "$name" --mail-wait 15 "$@"
-	if why=$(ok_enrollment "$form" "$dk"); then pass "$name"; else fail "$name" "$why" "$LOG"; fi
+	if why=$(ok_signed_enrollment "$form" "$dk"); then pass "$name"; else fail "$name" "$why" "$LOG"; fi
 }
 
 # expect_refused NAME REASON [CLI options...]: the run must give up
@@ -106,7 +94,7 @@ check env-smime-ca-file "SMIME_CA_FILE='${SMIME_CA_FILE:-}' is not the CA's own 
 	-a "$(openssl x509 -in "${SMIME_CA_FILE:-/dev/null}" -noout -subject 2>&1)" != \
 	"$(openssl x509 -in "$TEST_ROOT" -noout -subject 2>&1)"
 
-POLICY=strict-no-dns expect_ok smime-detached-strict detached 0 --smime-ca-file "$SMIME_CA_FILE"
+POLICY=strict-no-dns expect_signed_ok smime-detached-strict detached 0 --smime-ca-file "$SMIME_CA_FILE"
 [ -s "$CERT" ] && leaf_of "$CERT" "$E2E_T/leaf.pem"
 openssl verify -CAfile "$TEST_ROOT" -untrusted "$TEST_INTERMEDIATE" -purpose smimesign \
 	"$E2E_T/leaf.pem" >"$E2E_T/leaf.verify" 2>&1
@@ -118,11 +106,11 @@ POLICY=strict-no-dns expect_refused smime-wrong-anchor-refused "$UNTRUSTED" --sm
 POLICY=strict-no-dns expect_refused smime-no-anchor-refused "$UNTRUSTED"
 
 restart smime-opaque CA_DKIM=0 CA_SMIME_SIGN=opaque
-POLICY=strict-no-dns expect_ok smime-opaque-strict opaque 0 --smime-ca-file "$SMIME_CA_FILE"
+POLICY=strict-no-dns expect_signed_ok smime-opaque-strict opaque 0 --smime-ca-file "$SMIME_CA_FILE"
 
 # RSA signer under a signing intermediate carried in the CMS
 restart smime-rsa-intermediate CA_DKIM=0 CA_SMIME_SIGN=1 CA_SMIME_CHAIN=intermediate CA_PKI_ALG=rsa
-POLICY=strict-no-dns expect_ok smime-rsa-intermediate-strict detached 0 --smime-ca-file "$SMIME_CA_FILE"
+POLICY=strict-no-dns expect_signed_ok smime-rsa-intermediate-strict detached 0 --smime-ca-file "$SMIME_CA_FILE"
 
 # Signatures that do not fit beside the mail in the 8 KiB mail area (an RSA
 # chain: 2.5-3.2 KB of DER after a 5-6 KB mail): the check is deferred until
@@ -132,12 +120,12 @@ POLICY=strict-no-dns expect_ok smime-rsa-intermediate-strict detached 0 --smime-
 # resumed).
 DEFERRED='checked once the connection is closed'
 restart smime-rsa-large CA_SMIME_SIGN=1 CA_SMIME_CHAIN=intermediate CA_PKI_ALG=rsa CA_DKIM_BITS=2048
-POLICY=strict-no-dns expect_ok smime-large-detached-deferred detached 1 --smime-ca-file "$SMIME_CA_FILE"
+POLICY=strict-no-dns expect_signed_ok smime-large-detached-deferred detached 1 --smime-ca-file "$SMIME_CA_FILE"
 check smime-large-detached-was-deferred "no '$DEFERRED' line" "$LOG" grep -q "$DEFERRED" "$LOG"
 restart smime-rsa-large-opaque CA_DKIM=0 CA_SMIME_SIGN=opaque CA_SMIME_CHAIN=intermediate CA_PKI_ALG=rsa
-POLICY=strict-no-dns expect_ok smime-large-opaque-deferred opaque 0 --smime-ca-file "$SMIME_CA_FILE"
+POLICY=strict-no-dns expect_signed_ok smime-large-opaque-deferred opaque 0 --smime-ca-file "$SMIME_CA_FILE"
 check smime-large-opaque-was-deferred "no '$DEFERRED' line" "$LOG" grep -q "$DEFERRED" "$LOG"
-MAILBOX=maildir POLICY=strict-no-dns expect_ok smime-large-opaque-hooks opaque 0 \
+MAILBOX=maildir POLICY=strict-no-dns expect_signed_ok smime-large-opaque-hooks opaque 0 \
 	--smime-ca-file "$SMIME_CA_FILE"
 check smime-large-opaque-hooks-was-deferred "no '$DEFERRED' line" "$LOG" grep -q "$DEFERRED" "$LOG"
 
@@ -146,7 +134,7 @@ check smime-large-opaque-hooks-was-deferred "no '$DEFERRED' line" "$LOG" grep -q
 # Subject that differs from the outer one; and one unsigned
 restart smime-decoys CA_DKIM=0 CA_SMIME_SIGN=1 CA_DECOY=badsmime,smimesigner,smimeheaders,unsigned
 POLICY=strict-no-dns enroll smime-decoys-ignored --mail-wait 15 --smime-ca-file "$SMIME_CA_FILE"
-if ! why=$(ok_enrollment detached 0); then fail smime-decoys-ignored "$why" "$LOG"
+if ! why=$(ok_signed_enrollment detached 0); then fail smime-decoys-ignored "$why" "$LOG"
 elif [ "$decoys" -ne 4 ]; then fail smime-decoys-ignored "the CA sent $decoys decoys, not 4" "$LOG"
 else
 	missing=
@@ -164,9 +152,9 @@ fi
 
 restart smime-and-dkim CA_SMIME_SIGN=1
 # no S/MIME anchor: only the DKIM signature can hold
-POLICY=strict expect_ok smime-and-dkim-accepted-by-dkim detached 1
+POLICY=strict expect_signed_ok smime-and-dkim-accepted-by-dkim detached 1
 # no DNS resolver: only the S/MIME signature can hold
-POLICY=strict-no-dns expect_ok smime-and-dkim-accepted-by-smime detached 1 --smime-ca-file "$SMIME_CA_FILE"
+POLICY=strict-no-dns expect_signed_ok smime-and-dkim-accepted-by-smime detached 1 --smime-ca-file "$SMIME_CA_FILE"
 
 # --- DKIM only: the key from pebble-challtestsrv (1024) or fake_dns.py (2048) ----
 
@@ -188,11 +176,11 @@ dkim_env() {
 restart dkim-challtestsrv
 if why=$(dkim_env 1024 pebble-challtestsrv 1); then pass dkim-default-1024-served-by-challtestsrv
 else fail dkim-default-1024-served-by-challtestsrv "$why"; fi
-POLICY=strict expect_ok dkim-1024-challtestsrv-strict - 1
+POLICY=strict expect_signed_ok dkim-1024-challtestsrv-strict - 1
 
 restart dkim-fake-dns CA_DKIM_BITS=2048
 if why=$(dkim_env 2048 fake_dns 2); then pass dkim-2048-served-by-fake-dns
 else fail dkim-2048-served-by-fake-dns "$why"; fi
-POLICY=strict expect_ok dkim-2048-fake-dns-strict - 1
+POLICY=strict expect_signed_ok dkim-2048-fake-dns-strict - 1
 
 e2e_finish
