@@ -19,7 +19,8 @@
  *   8. transport                   (BearSSL client over the socket hooks,
  *                                   trust anchors from PEM)
  *   9. HTTP/1.1 client             (request writer, streaming response parser)
- *  10. POP3 and SMTP clients       (commands, multi-line and SMTP replies)
+ *  10. POP3 and SMTP clients       (commands, multi-line bodies, listings
+ *                                   line by line, SMTP replies)
  *  11. engine                      (the RFC 8555 and RFC 8823 flow as a
  *                                   state machine)
  *
@@ -8375,6 +8376,9 @@ mx_put_base64(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
  * every exchange shares: nonces, badNonce retries, rate limits, server
  * errors, lost connections, waits. What must survive a power cut is
  * written to the store (section 7) before the step that depends on it.
+ * Mail goes through the POP3 and SMTP states, or, when the caller gives
+ * its own mailbox (ports->mailbox), through local states that call its
+ * hooks; the RFC 8823 rules around them are the same code.
  * ====================================================================== */
 
 /* Engine states (ctx->state); order matches engine_states[]. */
@@ -9951,7 +9955,7 @@ mbox_entry(acme_smime_ctx *ctx, const char *id, size_t n, unsigned num, size_t s
 	    ctx->examined_count : ACME_SMIME_MAX_EXAMINED_KEPT;
 	uint32_t h;
 
-	if (n == 0 || n > ACME_SMIME_MAX_MAIL_ID) {
+	if (n == 0 || n > ACME_SMIME_MAX_MAIL_ID || memchr(id, '\0', n) != NULL) {
 		ctx->list_bad = 1;
 		return;
 	}

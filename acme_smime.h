@@ -604,7 +604,8 @@ typedef void (*acme_smime_mail_entry_fn)(void *arg, const char *id, size_t id_le
 typedef struct acme_smime_mailbox {
 	/* Call entry(arg, id, id_len, size) for every message in the
 	 * mailbox, oldest first; size in bytes, 0 when unknown. Called once
-	 * for the snapshot and at every poll for the challenge. */
+	 * for the snapshot and at every poll for the challenge. An empty or
+	 * too long id, or one holding a NUL, stops the enrollment. */
 	int (*list)(void *user, acme_smime_mail_entry_fn entry, void *arg);
 	/* Read the whole message id (RFC 5322 text, CRLF or LF) into buf and
 	 * its length into *len. Return ACME_SMIME_ERR_LIMIT for a message
@@ -916,7 +917,7 @@ typedef struct acme_smime_ctx {
 	uint32_t snapshot_total;          /* messages in the snapshot */
 	uint32_t snapshot[ACME_SMIME_MAX_SNAPSHOT];
 	uint32_t examined_count;          /* examined so far; a ring keeps the last */
-	uint32_t examined_last;           /* the latest examined, 0 none */
+	uint32_t examined_last;           /* the latest (examined_count > 0) */
 	uint32_t examined[ACME_SMIME_MAX_EXAMINED_KEPT];
 	unsigned candidate_count, candidate_index;
 	unsigned candidate[ACME_SMIME_MAX_EXAMINED];
