@@ -1,12 +1,13 @@
 /*
  * fuzz_pop3_smtp.c -- libFuzzer target for the mail response parser
  * mx_parse() (section 10): a POP3 status line (MX_POP3_LINE), a POP3
- * multi-line response with dot-unstuffing (MX_POP3_MULTI) and an SMTP
- * reply with EHLO capabilities (MX_SMTP), set up like
- * tests/unit/test_mail_client.c.
+ * multi-line response with dot-unstuffing (MX_POP3_MULTI), an SMTP
+ * reply with EHLO capabilities (MX_SMTP) and a UIDL listing taken line
+ * by line into the mailbox snapshot (MX_POP3_LIST, section 11's
+ * listing code), set up like tests/unit/test_mail_client.c.
  *
- * Input: data[0] picks the kind (data[0] % 3) and the size of the HTTP
- * area the POP3 body lands in (data[0] / 3 % 32: 0 is the default
+ * Input: data[0] picks the kind (data[0] % 4) and the size of the HTTP
+ * area the POP3 body lands in (data[0] / 4 % 32: 0 is the default
  * ACME_SMIME_HTTP_AREA, else 4 * s * s - 3 bytes, from 1 byte up);
  * data[1..4] are the split points (pieces of data[1 + k % 4] + 1 bytes,
  * 255: all that is left); the rest is what the server sent.
@@ -18,7 +19,9 @@
  * the same as an independent model of the protocols written here (the
  * status line, RFC 1939 dot-unstuffing with the body cut at the area, the
  * RFC 5321 reply code, continuation lines and the STARTTLS and AUTH
- * capabilities); a complete multi-line body has room for its NUL.
+ * capabilities, and for a listing the valid "number id" lines, the
+ * ring of the last ACME_SMIME_MAX_SNAPSHOT ids and whether a line was
+ * malformed); a complete multi-line body has room for its NUL.
  */
 #include "acme_smime.c"
 #include "fuzz_util.h"
@@ -45,6 +48,9 @@ setup(run_state *rs, int kind, size_t area)
 	rs->ctx.work = rs->work;
 	rs->ctx.work_size = ACME_SMIME_TLS_AREA + area;
 	rs->ctx.sock = -1;
+	rs->ctx.state = ST_POP3_UIDL;
+	rs->ctx.mbox_purpose = MBOX_SNAPSHOT;
+	mbox_start_listing(&rs->ctx);
 	FUZZ_CHECK(mx_command(&rs->ctx, kind, NULL, NULL, 0) == 0);
 	rs->used = 0;
 }
@@ -71,6 +77,8 @@ feed(run_state *rs, const uint8_t *data, size_t len, const uint8_t *split)
 		FUZZ_CHECK(c->body_len < http_area_size(c));
 		FUZZ_CHECK(c->line_len <= ACME_SMIME_MAX_HEADER_LINE);
 		FUZZ_CHECK(c->mx_state >= MXS_STATUS && c->mx_state <= MXS_DONE);
+		FUZZ_CHECK(c->snapshot_count <= ACME_SMIME_MAX_SNAPSHOT &&
+		    c->snapshot_count <= c->snapshot_total);
 	}
 	if (c->mx_state == MXS_DONE && c->mx_kind == MX_POP3_MULTI) {
 		/* What mx_exchange() does with a complete response. */
@@ -245,10 +253,54 @@ model_pop3(model *m, int kind, const uint8_t *d, size_t len)
 	}
 }
 
+/* A UIDL listing: the complete lines of the unstuffed body, each kept
+ * as the parser keeps it; a valid one is "number id" (1 to 9 digits, not
+ * 0; an id of 1 to ACME_SMIME_MAX_MAIL_ID bytes without NUL). Counts the
+ * valid lines, keeps the hashes of the last ACME_SMIME_MAX_SNAPSHOT and
+ * says whether any line was malformed or too long (the last one too,
+ * while it is still open). */
+static void
+model_listing(const model *m, uint32_t *total, uint32_t *ring, int *bad)
+{
+	char l[ACME_SMIME_MAX_HEADER_LINE + 1];
+	size_t pos = 0;
+
+	*total = 0;
+	*bad = 0;
+	for (;;) {
+		const uint8_t *nl = memchr(m->body + pos, '\n', m->body_len - pos);
+		size_t raw, n, d = 0, idl;
+		const char *id;
+
+		if (nl == NULL) {
+			/* a line still open is already too long */
+			*bad |= m->body_len - pos > ACME_SMIME_MAX_HEADER_LINE;
+			return;
+		}
+		raw = (size_t)(nl - (m->body + pos));
+		*bad |= raw > ACME_SMIME_MAX_HEADER_LINE;
+		n = model_line(m->body + pos, raw, l);
+		pos += raw + 1;
+		while (d < n && digit(l[d])) {
+			d++;
+		}
+		id = l + d + 1;
+		idl = d < n ? n - d - 1 : 0;
+		if (d == 0 || d > 9 || d >= n || l[d] != ' ' || strspn(l, "0") == d ||
+		    idl == 0 || idl > ACME_SMIME_MAX_MAIL_ID || memchr(id, '\0', idl) != NULL) {
+			*bad = 1;
+			continue;
+		}
+		ring[*total % ACME_SMIME_MAX_SNAPSHOT] = store_crc32(0,
+		    (const unsigned char *)id, idl);
+		++*total;
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const int kinds[3] = { MX_POP3_LINE, MX_POP3_MULTI, MX_SMTP };
+	static const int kinds[4] = { MX_POP3_LINE, MX_POP3_MULTI, MX_SMTP, MX_POP3_LIST };
 	static unsigned char fill[ACME_SMIME_TLS_AREA];
 	static run_state whole, split;
 	const acme_smime_ctx *a = &whole.ctx, *b = &split.ctx;
@@ -263,8 +315,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fill[0] != TLS_FILL) {
 		memset(fill, TLS_FILL, sizeof fill);
 	}
-	kind = kinds[data[0] % 3];
-	sel = data[0] / 3 % 32;
+	kind = kinds[data[0] % 4];
+	sel = data[0] / 4 % 32;
 	area = sel == 0 ? ACME_SMIME_HTTP_AREA : 4u * sel * sel - 3u;
 	memset(&ports, 0, sizeof ports);
 	data += 5;
@@ -282,6 +334,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    a->mail_caps == b->mail_caps && a->body_len == b->body_len);
 	FUZZ_CHECK(memcmp(http_area((acme_smime_ctx *)a),
 	    http_area((acme_smime_ctx *)b), a->body_len) == 0);
+	FUZZ_CHECK(a->snapshot_total == b->snapshot_total && a->list_bad == b->list_bad &&
+	    memcmp(a->snapshot, b->snapshot, sizeof a->snapshot) == 0);
 
 	/* As the model says. */
 	memset(&m, 0, sizeof m);
@@ -291,6 +345,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		model_smtp(&m, data, len);
 		FUZZ_CHECK(a->mx_code == m.code && a->mail_caps == m.caps);
 		FUZZ_CHECK(a->body_len == 0);
+	} else if (kind == MX_POP3_LIST) {
+		static uint32_t ring[ACME_SMIME_MAX_SNAPSHOT];
+		uint32_t total;
+		unsigned k;
+		int bad;
+
+		model_pop3(&m, kind, data, len);
+		FUZZ_CHECK(a->mx_ok == m.ok);
+		FUZZ_CHECK(a->body_len == 0 && !a->mx_truncated);
+		model_listing(&m, &total, ring, &bad);
+		FUZZ_CHECK(a->snapshot_total == total && a->list_bad == bad);
+		FUZZ_CHECK(a->snapshot_count == (total < ACME_SMIME_MAX_SNAPSHOT ?
+		    total : ACME_SMIME_MAX_SNAPSHOT));
+		for (k = 0; k < a->snapshot_count; k++) {
+			FUZZ_CHECK(a->snapshot[k] == ring[k]);
+		}
 	} else {
 		model_pop3(&m, kind, data, len);
 		FUZZ_CHECK(a->mx_ok == m.ok);
