@@ -185,8 +185,9 @@ fi
 # and ends with "N passed, N failed"; its counts join the totals. A script
 # that dies without that line counts as one failure.
 run_suite() {
-    local name=$1 script=$2 last p f
+    local name=$1 script=$2 last p f t0=$SECONDS
     if timeout "$SUITE_TIMEOUT" bash "$script" >"$log" 2>&1; then :; fi
+    t0=$((SECONDS - t0))
     last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     if [ -z "$last" ]; then
         echo "FAIL  suite: $name (no summary line)"
@@ -200,9 +201,9 @@ run_suite() {
     total_passed=$((total_passed + p))
     total_failed=$((total_failed + f))
     if [ "$f" -eq 0 ]; then
-        echo "PASS  suite: $name ($p passed)"
+        echo "PASS  suite: $name ($p passed, $t0 s)"
     else
-        echo "FAIL  suite: $name ($p passed, $f failed)"
+        echo "FAIL  suite: $name ($p passed, $f failed, $t0 s)"
         grep -E '^FAIL' "$log" | sed 's/^/    /'
         [ "${VERBOSE:-0}" = 1 ] && show_log
     fi
@@ -231,6 +232,7 @@ summary="$total_passed passed, $total_failed failed"
 if [ "$total_skipped" -gt 0 ]; then
     summary="$summary, $total_skipped skipped"
 fi
+echo "# run time $SECONDS s"
 echo "$summary"
 
 [ "$total_failed" -eq 0 ] && [ "$unit_ran" -gt 0 ]
