@@ -330,9 +330,12 @@ io_failure(struct acme_smime_lwip *p, int fd, const char *what)
 	return ACME_SMIME_NET_ERROR;
 }
 
-int
-acme_smime_lwip_net_send(void *user, int handle, const unsigned char *buf,
-	size_t len)
+/* One send (out set) or recv (in set) of at most len bytes: the byte
+ * count, 0 when it would block, ACME_SMIME_NET_CLOSED when the peer has
+ * closed (recv), else what io_failure makes of errno. */
+static int
+io_transfer(struct acme_smime_lwip *p, int fd, const unsigned char *out,
+	unsigned char *in, size_t len)
 {
 	ssize_t n;
 
@@ -340,30 +343,30 @@ acme_smime_lwip_net_send(void *user, int handle, const unsigned char *buf,
 		return 0;
 	if (len > INT_MAX)
 		len = INT_MAX;
-	n = lwip_send(handle, buf, len, MSG_DONTWAIT);
+	if (out != NULL)
+		n = lwip_send(fd, out, len, MSG_DONTWAIT);
+	else
+		n = lwip_recv(fd, in, len, MSG_DONTWAIT);
 	if (n > 0)
 		return (int)n;
 	if (n == 0)
-		return ACME_SMIME_NET_WOULD_BLOCK;
-	return io_failure(user, handle, "send");
+		return out != NULL ? ACME_SMIME_NET_WOULD_BLOCK :
+			ACME_SMIME_NET_CLOSED;
+	return io_failure(p, fd, out != NULL ? "send" : "recv");
+}
+
+int
+acme_smime_lwip_net_send(void *user, int handle, const unsigned char *buf,
+	size_t len)
+{
+	return io_transfer(user, handle, buf, NULL, len);
 }
 
 int
 acme_smime_lwip_net_recv(void *user, int handle, unsigned char *buf,
 	size_t len)
 {
-	ssize_t n;
-
-	if (len == 0)
-		return 0;
-	if (len > INT_MAX)
-		len = INT_MAX;
-	n = lwip_recv(handle, buf, len, MSG_DONTWAIT);
-	if (n > 0)
-		return (int)n;
-	if (n == 0)
-		return ACME_SMIME_NET_CLOSED;
-	return io_failure(user, handle, "recv");
+	return io_transfer(user, handle, NULL, buf, len);
 }
 
 void
