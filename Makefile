@@ -72,7 +72,8 @@ FUZZ_HOUR_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECOND
 .PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz fuzz-long clean demo test-lwip
 
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES) \
-	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o
+	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o \
+	$(BUILD)/clang/http01.o
 
 deps:
 	sh tests/install_deps.sh
@@ -95,14 +96,23 @@ $(BUILD)/clang/acme_smime.o: $(LIB_DEPS)
 $(BUILD)/%: examples/posix/%.c $(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. $< $(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
 
+# What both ports' http-01 responders share: the published key
+# authorizations and the answer to a request line.
+COMMON_PORT := port/common/http01.c
+COMMON_HDRS := port/common/http01.h
+
 # The enrollment CLI runs on the POSIX port (sockets, clock, entropy,
 # http-01 responder) and the file-backed NOR flash.
 POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c port/posix/dns_txt.c \
-		port/posix/maildir.c
+		port/posix/maildir.c $(COMMON_PORT)
 $(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(POSIX_PORT) \
-		$(wildcard port/posix/*.h) $(BUILD)/gcc/acme_smime.o acme_smime.h
-	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix $< $(POSIX_PORT) \
+		$(wildcard port/posix/*.h) $(COMMON_HDRS) $(BUILD)/gcc/acme_smime.o acme_smime.h
+	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix -Iport/common $< $(POSIX_PORT) \
 		$(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
+
+$(BUILD)/clang/http01.o: $(COMMON_PORT) $(COMMON_HDRS) acme_smime.h
+	@mkdir -p $(@D)
+	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/common -c $< -o $@
 
 $(BUILD)/test-gcc/%: tests/unit/%.c $(LIB_DEPS) $(TEST_HDRS)
 	@mkdir -p $(@D)
@@ -140,17 +150,18 @@ fuzz-long: fuzz-build
 LWIP_CFLAGS := $(shell pkg-config --cflags lwip 2>/dev/null)
 LWIP_LIBS   := $(shell pkg-config --libs lwip 2>/dev/null) -lpthread
 LWIP_SRCS   := examples/lwip/acme-smime-lwip.c examples/lwip/tapdev.c \
-	examples/lwip/host_task.c port/lwip/acme_smime_lwip.c port/posix/flash_file.c
+	examples/lwip/host_task.c port/lwip/acme_smime_lwip.c $(COMMON_PORT) \
+	port/posix/flash_file.c
 $(BUILD)/acme-smime-lwip: $(LWIP_SRCS) $(wildcard examples/lwip/*.h) \
-		$(wildcard port/lwip/*.h) port/posix/flash_file.h \
+		$(wildcard port/lwip/*.h) $(COMMON_HDRS) port/posix/flash_file.h \
 		$(BUILD)/gcc/acme_smime.o acme_smime.h
-	$(GCC) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/posix -Iexamples/lwip \
-		$(LWIP_CFLAGS) $(LWIP_SRCS) $(BUILD)/gcc/acme_smime.o \
+	$(GCC) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/common -Iport/posix \
+		-Iexamples/lwip $(LWIP_CFLAGS) $(LWIP_SRCS) $(BUILD)/gcc/acme_smime.o \
 		$(LIBS) $(LWIP_LIBS) -o $@
 $(BUILD)/clang/acme_smime_lwip.o: port/lwip/acme_smime_lwip.c \
-		port/lwip/acme_smime_lwip.h acme_smime.h
+		port/lwip/acme_smime_lwip.h $(COMMON_HDRS) acme_smime.h
 	@mkdir -p $(@D)
-	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/lwip $(LWIP_CFLAGS) -c $< -o $@
+	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/common $(LWIP_CFLAGS) -c $< -o $@
 
 test-lwip: deps
 	$(MAKE) --no-print-directory $(BUILD)/acme-smime-lwip
