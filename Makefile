@@ -149,12 +149,14 @@ fuzz-long: fuzz-build
 # network namespace (tests/lwip/lwip_test.sh, root).
 LWIP_CFLAGS := $(shell pkg-config --cflags lwip 2>/dev/null)
 LWIP_LIBS   := $(shell pkg-config --libs lwip 2>/dev/null) -lpthread
+# The host stands in for the board: its clocks and entropy are the POSIX
+# port's hooks, its flash the file-backed one.
 LWIP_SRCS   := examples/lwip/acme-smime-lwip.c examples/lwip/tapdev.c \
 	examples/lwip/host_task.c port/lwip/acme_smime_lwip.c $(COMMON_PORT) \
-	port/posix/flash_file.c
+	port/posix/acme_smime_posix.c port/posix/flash_file.c
 $(BUILD)/acme-smime-lwip: $(LWIP_SRCS) $(wildcard examples/lwip/*.h) \
-		$(wildcard port/lwip/*.h) $(COMMON_HDRS) port/posix/flash_file.h \
-		$(BUILD)/gcc/acme_smime.o acme_smime.h
+		$(wildcard port/lwip/*.h) $(COMMON_HDRS) port/posix/acme_smime_posix.h \
+		port/posix/flash_file.h $(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/common -Iport/posix \
 		-Iexamples/lwip $(LWIP_CFLAGS) $(LWIP_SRCS) $(BUILD)/gcc/acme_smime.o \
 		$(LIBS) $(LWIP_LIBS) -o $@

@@ -2,9 +2,11 @@
  * acme-smime-lwip -- an enrollment through lwIP: the "device" runs lwIP
  * on a tap interface (examples/lwip/tapdev.c) and talks to the ACME server
  * only through lwIP's sockets (port/lwip/acme_smime_lwip.h), never through
- * the host's. The host stands in for the board: it supplies the clocks,
- * the entropy, the log and the flash (port/posix/flash_file.c), and a
- * thread with a fixed, painted stack stands in for the application task.
+ * the host's. The host stands in for the board: it supplies the clocks and
+ * the entropy (the POSIX port's hooks, port/posix/acme_smime_posix.h; none
+ * of its socket hooks), the log and the flash (port/posix/flash_file.c),
+ * and a thread with a fixed, painted stack stands in for the application
+ * task.
  *
  *   ip netns exec NS acme-smime-lwip --tap tap0 --ip 10.99.0.2/24 \
  *       --gw 10.99.0.1 --host-map localhost=10.99.0.1 \
@@ -38,7 +40,6 @@
  * (also: lwIP or the tap device could not be brought up).
  */
 #define _POSIX_C_SOURCE 200809L
-#define _DEFAULT_SOURCE 1       /* getrandom */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,7 +47,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,6 +61,7 @@
 
 #include "acme_smime.h"
 #include "acme_smime_lwip.h"
+#include "acme_smime_posix.h"
 #include "flash_file.h"
 #include "host_task.h"
 #include "tapdev.h"
@@ -473,51 +474,9 @@ parse_args(int argc, char **argv, struct options *o)
 }
 
 /* ------------------------------------------------------------------------
- * The board's hooks: clocks, entropy, log (user is the struct
- * acme_smime_lwip; this board keeps no context of its own)
+ * The board's log (user is the struct acme_smime_lwip; this board keeps
+ * no context of its own). Its clocks and entropy are the POSIX port's.
  * ---------------------------------------------------------------------- */
-
-static uint64_t
-board_unix_time(void *user)
-{
-	struct timespec ts;
-
-	(void)user;
-	/* Before 2020 the clock is not set: say unknown. */
-	if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || ts.tv_sec < 1577836800)
-		return 0;
-	return (uint64_t)ts.tv_sec;
-}
-
-static uint64_t
-board_monotonic_ms(void *user)
-{
-	struct timespec ts;
-
-	(void)user;
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int
-board_entropy(void *user, unsigned char *buf, size_t len)
-{
-	ssize_t n;
-
-	(void)user;
-	while (len > 0) {
-		n = getrandom(buf, len, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 static void
 board_log(void *user, int level, const char *msg)
@@ -853,7 +812,7 @@ lwip_up(void)
 	/* lwIP's LWIP_RAND() is rand() in this build: it picks the local
 	 * ports and the initial sequence numbers, so it must not repeat
 	 * from one run to the next. */
-	if (board_entropy(NULL, seed, sizeof seed) == 0)
+	if (acme_smime_posix_entropy(NULL, seed, sizeof seed) == 0)
 		for (i = 0; i < sizeof seed; i++)
 			s = s << 8 | seed[i];
 	srand(s ^ (unsigned)getpid());
@@ -1077,9 +1036,9 @@ main(int argc, char **argv)
 	acme_smime_lwip_init(&lw, &ports);
 	lw.hosts = opt.hosts;
 	lw.host_count = opt.host_count;
-	ports.unix_time = board_unix_time;
-	ports.monotonic_ms = board_monotonic_ms;
-	ports.entropy = board_entropy;
+	ports.unix_time = acme_smime_posix_unix_time;
+	ports.monotonic_ms = acme_smime_posix_monotonic_ms;
+	ports.entropy = acme_smime_posix_entropy;
 	ports.log = board_log;
 	if (opt.http01_port != 0) {
 		if (acme_smime_lwip_http01_listen(&lw, opt.http01_port) != 0)
@@ -1097,7 +1056,7 @@ main(int argc, char **argv)
 	}
 	ports.flash = &store.flash;
 
-	t0 = board_monotonic_ms(NULL);
+	t0 = acme_smime_posix_monotonic_ms(NULL);
 	if (host_task_start(&app_task, opt.task_stack, app_main, NULL) != 0 ||
 			host_task_join(&app_task) != 0) {
 		fprintf(stderr, "acme-smime-lwip: cannot run the application "
@@ -1106,7 +1065,7 @@ main(int argc, char **argv)
 	}
 	if (task_result == ACME_SMIME_DONE) {
 		progress("certificate obtained in %lu ms",
-			(unsigned long)(board_monotonic_ms(NULL) - t0));
+			(unsigned long)(acme_smime_posix_monotonic_ms(NULL) - t0));
 		rc = write_outputs();
 	} else {
 		rc = report_failure(task_result);

@@ -108,7 +108,9 @@ void acme_smime_posix_serve(struct acme_smime_posix *p, uint32_t timeout_ms);
 void acme_smime_posix_close(struct acme_smime_posix *p);
 
 /* The hooks themselves, for callers who assemble their own ports (user is
- * a struct acme_smime_posix *). net_wait returns the ready ACME_SMIME_IO_*
+ * a struct acme_smime_posix *, except for unix_time, monotonic_ms and
+ * entropy, which ignore it: examples/lwip uses them as its board's
+ * clocks and entropy). net_wait returns the ready ACME_SMIME_IO_*
  * events (an error or hang-up on the socket counts as ready, so that the
  * next send/recv reports it), 0 on timeout, negative when poll() fails;
  * a negative handle makes it a serving sleep. send maps EPIPE to
