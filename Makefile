@@ -73,7 +73,7 @@ FUZZ_HOUR_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECOND
 
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES) \
 	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o \
-	$(BUILD)/clang/http01.o
+	$(BUILD)/clang/http01.o $(BUILD)/clang/cli.o
 
 deps:
 	sh tests/install_deps.sh
@@ -105,14 +105,23 @@ COMMON_HDRS := port/common/http01.h
 # http-01 responder) and the file-backed NOR flash.
 POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c port/posix/dns_txt.c \
 		port/posix/maildir.c $(COMMON_PORT)
-$(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(POSIX_PORT) \
-		$(wildcard port/posix/*.h) $(COMMON_HDRS) $(BUILD)/gcc/acme_smime.o acme_smime.h
-	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix -Iport/common $< $(POSIX_PORT) \
-		$(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
+# What the two enrollment programs (POSIX and lwIP) share.
+CLI_SRCS := examples/common/cli.c
+CLI_HDRS := examples/common/cli.h
+
+$(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(CLI_SRCS) $(POSIX_PORT) \
+		$(CLI_HDRS) $(wildcard port/posix/*.h) $(COMMON_HDRS) \
+		$(BUILD)/gcc/acme_smime.o acme_smime.h
+	$(GCC) $(STRICT_CFLAGS) -I. -Iexamples/common -Iport/posix -Iport/common $< \
+		$(CLI_SRCS) $(POSIX_PORT) $(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
 
 $(BUILD)/clang/http01.o: $(COMMON_PORT) $(COMMON_HDRS) acme_smime.h
 	@mkdir -p $(@D)
 	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/common -c $< -o $@
+
+$(BUILD)/clang/cli.o: $(CLI_SRCS) $(CLI_HDRS) port/posix/flash_file.h acme_smime.h
+	@mkdir -p $(@D)
+	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/posix -c $< -o $@
 
 $(BUILD)/test-gcc/%: tests/unit/%.c $(LIB_DEPS) $(TEST_HDRS)
 	@mkdir -p $(@D)
