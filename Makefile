@@ -161,14 +161,14 @@ LWIP_LIBS   := $(shell pkg-config --libs lwip 2>/dev/null) -lpthread
 # The host stands in for the board: its clocks and entropy are the POSIX
 # port's hooks, its flash the file-backed one.
 LWIP_SRCS   := examples/lwip/acme-smime-lwip.c examples/lwip/tapdev.c \
-	examples/lwip/host_task.c port/lwip/acme_smime_lwip.c $(COMMON_PORT) \
-	port/posix/acme_smime_posix.c port/posix/flash_file.c
-$(BUILD)/acme-smime-lwip: $(LWIP_SRCS) $(wildcard examples/lwip/*.h) \
+	examples/lwip/host_task.c $(CLI_SRCS) port/lwip/acme_smime_lwip.c \
+	$(COMMON_PORT) port/posix/acme_smime_posix.c port/posix/flash_file.c
+$(BUILD)/acme-smime-lwip: $(LWIP_SRCS) $(wildcard examples/lwip/*.h) $(CLI_HDRS) \
 		$(wildcard port/lwip/*.h) $(COMMON_HDRS) port/posix/acme_smime_posix.h \
 		port/posix/flash_file.h $(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/common -Iport/posix \
-		-Iexamples/lwip $(LWIP_CFLAGS) $(LWIP_SRCS) $(BUILD)/gcc/acme_smime.o \
-		$(LIBS) $(LWIP_LIBS) -o $@
+		-Iexamples/lwip -Iexamples/common $(LWIP_CFLAGS) $(LWIP_SRCS) \
+		$(BUILD)/gcc/acme_smime.o $(LIBS) $(LWIP_LIBS) -o $@
 $(BUILD)/clang/acme_smime_lwip.o: port/lwip/acme_smime_lwip.c \
 		port/lwip/acme_smime_lwip.h $(COMMON_HDRS) acme_smime.h
 	@mkdir -p $(@D)
