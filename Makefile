@@ -72,7 +72,8 @@ FUZZ_HOUR_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECOND
 .PHONY: all deps test test-bins fuzz-build fuzz-smoke fuzz fuzz-long clean demo test-lwip
 
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES) \
-	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o
+	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o \
+	$(BUILD)/clang/http01.o $(BUILD)/clang/cli.o
 
 deps:
 	sh tests/install_deps.sh
@@ -95,14 +96,32 @@ $(BUILD)/clang/acme_smime.o: $(LIB_DEPS)
 $(BUILD)/%: examples/posix/%.c $(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. $< $(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
 
+# What both ports' http-01 responders share: the published key
+# authorizations and the answer to a request line.
+COMMON_PORT := port/common/http01.c
+COMMON_HDRS := port/common/http01.h
+
 # The enrollment CLI runs on the POSIX port (sockets, clock, entropy,
 # http-01 responder) and the file-backed NOR flash.
 POSIX_PORT := port/posix/acme_smime_posix.c port/posix/flash_file.c port/posix/dns_txt.c \
-		port/posix/maildir.c
-$(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(POSIX_PORT) \
-		$(wildcard port/posix/*.h) $(BUILD)/gcc/acme_smime.o acme_smime.h
-	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix $< $(POSIX_PORT) \
-		$(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
+		port/posix/maildir.c $(COMMON_PORT)
+# What the two enrollment programs (POSIX and lwIP) share.
+CLI_SRCS := examples/common/cli.c
+CLI_HDRS := examples/common/cli.h
+
+$(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(CLI_SRCS) $(POSIX_PORT) \
+		$(CLI_HDRS) $(wildcard port/posix/*.h) $(COMMON_HDRS) \
+		$(BUILD)/gcc/acme_smime.o acme_smime.h
+	$(GCC) $(STRICT_CFLAGS) -I. -Iexamples/common -Iport/posix -Iport/common $< \
+		$(CLI_SRCS) $(POSIX_PORT) $(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
+
+$(BUILD)/clang/http01.o: $(COMMON_PORT) $(COMMON_HDRS) acme_smime.h
+	@mkdir -p $(@D)
+	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/common -c $< -o $@
+
+$(BUILD)/clang/cli.o: $(CLI_SRCS) $(CLI_HDRS) port/posix/flash_file.h acme_smime.h
+	@mkdir -p $(@D)
+	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/posix -c $< -o $@
 
 $(BUILD)/test-gcc/%: tests/unit/%.c $(LIB_DEPS) $(TEST_HDRS)
 	@mkdir -p $(@D)
@@ -139,18 +158,21 @@ fuzz-long: fuzz-build
 # network namespace (tests/lwip/lwip_test.sh, root).
 LWIP_CFLAGS := $(shell pkg-config --cflags lwip 2>/dev/null)
 LWIP_LIBS   := $(shell pkg-config --libs lwip 2>/dev/null) -lpthread
+# The host stands in for the board: its clocks and entropy are the POSIX
+# port's hooks, its flash the file-backed one.
 LWIP_SRCS   := examples/lwip/acme-smime-lwip.c examples/lwip/tapdev.c \
-	examples/lwip/host_task.c port/lwip/acme_smime_lwip.c port/posix/flash_file.c
-$(BUILD)/acme-smime-lwip: $(LWIP_SRCS) $(wildcard examples/lwip/*.h) \
-		$(wildcard port/lwip/*.h) port/posix/flash_file.h \
-		$(BUILD)/gcc/acme_smime.o acme_smime.h
-	$(GCC) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/posix -Iexamples/lwip \
-		$(LWIP_CFLAGS) $(LWIP_SRCS) $(BUILD)/gcc/acme_smime.o \
-		$(LIBS) $(LWIP_LIBS) -o $@
+	examples/lwip/host_task.c $(CLI_SRCS) port/lwip/acme_smime_lwip.c \
+	$(COMMON_PORT) port/posix/acme_smime_posix.c port/posix/flash_file.c
+$(BUILD)/acme-smime-lwip: $(LWIP_SRCS) $(wildcard examples/lwip/*.h) $(CLI_HDRS) \
+		$(wildcard port/lwip/*.h) $(COMMON_HDRS) port/posix/acme_smime_posix.h \
+		port/posix/flash_file.h $(BUILD)/gcc/acme_smime.o acme_smime.h
+	$(GCC) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/common -Iport/posix \
+		-Iexamples/lwip -Iexamples/common $(LWIP_CFLAGS) $(LWIP_SRCS) \
+		$(BUILD)/gcc/acme_smime.o $(LIBS) $(LWIP_LIBS) -o $@
 $(BUILD)/clang/acme_smime_lwip.o: port/lwip/acme_smime_lwip.c \
-		port/lwip/acme_smime_lwip.h acme_smime.h
+		port/lwip/acme_smime_lwip.h $(COMMON_HDRS) acme_smime.h
 	@mkdir -p $(@D)
-	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/lwip $(LWIP_CFLAGS) -c $< -o $@
+	$(CLANG) $(STRICT_CFLAGS) -I. -Iport/lwip -Iport/common $(LWIP_CFLAGS) -c $< -o $@
 
 test-lwip: deps
 	$(MAKE) --no-print-directory $(BUILD)/acme-smime-lwip

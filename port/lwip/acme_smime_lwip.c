@@ -67,8 +67,6 @@
 #define LWIP_PORT_PRINTF(f, a)
 #endif
 
-#define WELL_KNOWN "/.well-known/acme-challenge/"
-
 /* Connection states of the responder. */
 #define HC_LINE   0     /* reading the request line */
 #define HC_HEAD   1     /* skipping header lines to the empty one */
@@ -78,13 +76,15 @@
  * 1. Helpers
  * ---------------------------------------------------------------------- */
 
+/* user is the struct acme_smime_lwip (also the http-01 table's log). */
 static void
-plog(struct acme_smime_lwip *p, int level, const char *fmt, ...)
+plog(void *user, int level, const char *fmt, ...)
 	LWIP_PORT_PRINTF(3, 4);
 
 static void
-plog(struct acme_smime_lwip *p, int level, const char *fmt, ...)
+plog(void *user, int level, const char *fmt, ...)
 {
+	const struct acme_smime_lwip *p = user;
 	char msg[160];
 	va_list ap;
 
@@ -330,9 +330,12 @@ io_failure(struct acme_smime_lwip *p, int fd, const char *what)
 	return ACME_SMIME_NET_ERROR;
 }
 
-int
-acme_smime_lwip_net_send(void *user, int handle, const unsigned char *buf,
-	size_t len)
+/* One send (out set) or recv (in set) of at most len bytes: the byte
+ * count, 0 when it would block, ACME_SMIME_NET_CLOSED when the peer has
+ * closed (recv), else what io_failure makes of errno. */
+static int
+io_transfer(struct acme_smime_lwip *p, int fd, const unsigned char *out,
+	unsigned char *in, size_t len)
 {
 	ssize_t n;
 
@@ -340,30 +343,30 @@ acme_smime_lwip_net_send(void *user, int handle, const unsigned char *buf,
 		return 0;
 	if (len > INT_MAX)
 		len = INT_MAX;
-	n = lwip_send(handle, buf, len, MSG_DONTWAIT);
+	if (out != NULL)
+		n = lwip_send(fd, out, len, MSG_DONTWAIT);
+	else
+		n = lwip_recv(fd, in, len, MSG_DONTWAIT);
 	if (n > 0)
 		return (int)n;
 	if (n == 0)
-		return ACME_SMIME_NET_WOULD_BLOCK;
-	return io_failure(user, handle, "send");
+		return out != NULL ? ACME_SMIME_NET_WOULD_BLOCK :
+			ACME_SMIME_NET_CLOSED;
+	return io_failure(p, fd, out != NULL ? "send" : "recv");
+}
+
+int
+acme_smime_lwip_net_send(void *user, int handle, const unsigned char *buf,
+	size_t len)
+{
+	return io_transfer(user, handle, buf, NULL, len);
 }
 
 int
 acme_smime_lwip_net_recv(void *user, int handle, unsigned char *buf,
 	size_t len)
 {
-	ssize_t n;
-
-	if (len == 0)
-		return 0;
-	if (len > INT_MAX)
-		len = INT_MAX;
-	n = lwip_recv(handle, buf, len, MSG_DONTWAIT);
-	if (n > 0)
-		return (int)n;
-	if (n == 0)
-		return ACME_SMIME_NET_CLOSED;
-	return io_failure(user, handle, "recv");
+	return io_transfer(user, handle, NULL, buf, len);
 }
 
 void
@@ -470,7 +473,9 @@ acme_smime_lwip_sleep_ms(void *user, uint32_t ms)
  * One listening socket and a few connection slots, all non-blocking and
  * served from lwip_poll() in wait_and_serve(). Each connection reads one
  * request line, skips the header lines without storing them, gets one
- * answer and is closed (Connection: close).
+ * answer and is closed (Connection: close). The published key
+ * authorizations and the answer to the request line are
+ * port/common/http01.c's.
  * ---------------------------------------------------------------------- */
 
 static void
@@ -485,99 +490,28 @@ conn_close(struct acme_smime_lwip_http01_conn *c)
 	c->sent = 0;
 }
 
-static int
-token_ok(const char *s, size_t n)
-{
-	size_t i;
-
-	if (n == 0 || n > ACME_SMIME_MAX_TOKEN)
-		return 0;
-	for (i = 0; i < n; i++) {
-		char ch = s[i];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-				(ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
-			return 0;
-	}
-	return 1;
-}
-
-static const struct acme_smime_lwip_http01_entry *
-http01_find(const struct acme_smime_lwip *p, const char *token, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < ACME_SMIME_LWIP_HTTP01_SLOTS; i++) {
-		const struct acme_smime_lwip_http01_entry *e = &p->http01[i];
-		if (e->used && strlen(e->token) == n &&
-				memcmp(e->token, token, n) == 0)
-			return e;
-	}
-	return NULL;
-}
-
 /* Put the answer in c->buf (the request line is no longer needed). */
 static void
 conn_respond(struct acme_smime_lwip_http01_conn *c, int status,
-	const char *body, int with_body)
+	const char *body)
 {
-	const char *reason = status == 200 ? "OK" :
-		status == 404 ? "Not Found" : "Bad Request";
-	int n;
-
-	n = snprintf(c->buf, sizeof c->buf,
-		"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
-		"Content-Length: %lu\r\nConnection: close\r\n\r\n%s",
-		status, reason, (unsigned long)strlen(body),
-		with_body ? body : "");
 	c->state = HC_ANSWER;
-	c->len = n > 0 && (size_t)n < sizeof c->buf ? (size_t)n : 0;
+	c->len = acme_smime_http01_response(c->buf, sizeof c->buf, status,
+		body, 1);
 	c->sent = 0;
 }
 
-/* Answer the request line in c->buf (NUL-terminated). */
+/* Answer the request line in c->buf (NUL-terminated), in c->buf. */
 static void
 conn_answer(struct acme_smime_lwip *p, struct acme_smime_lwip_http01_conn *c)
 {
-	const struct acme_smime_lwip_http01_entry *e = NULL;
-	const char *line = c->buf, *sp1, *sp2, *tok;
-	size_t mlen, wlen = strlen(WELL_KNOWN);
-	int head;
-
-	sp1 = strchr(line, ' ');
-	sp2 = sp1 != NULL ? strchr(sp1 + 1, ' ') : NULL;
-	if (sp1 == NULL || sp2 == NULL) {
-		p->http01_refused++;
-		plog(p, ACME_SMIME_LOG_WARN, "http-01: malformed request");
-		conn_respond(c, 400, "bad request\n", 1);
-		return;
-	}
-	mlen = (size_t)(sp1 - line);
-	head = mlen == 4 && memcmp(line, "HEAD", 4) == 0;
-	if ((head || (mlen == 3 && memcmp(line, "GET", 3) == 0)) &&
-			(size_t)(sp2 - sp1 - 1) > wlen &&
-			memcmp(sp1 + 1, WELL_KNOWN, wlen) == 0) {
-		tok = sp1 + 1 + wlen;
-		if (token_ok(tok, (size_t)(sp2 - tok)))
-			e = http01_find(p, tok, (size_t)(sp2 - tok));
-	}
-	if (e != NULL) {
+	if (acme_smime_http01_answer(&p->http01, c->buf, c->buf,
+			sizeof c->buf, &c->len) == 200)
 		p->http01_served++;
-		plog(p, ACME_SMIME_LOG_INFO, "http-01: served %s token %s",
-			e->identifier, e->token);
-		conn_respond(c, 200, e->key_authorization, !head);
-	} else {
-		char shown[81];
-		size_t i, len = (size_t)(sp2 - sp1 - 1);
-		/* The target comes from the network: no control bytes in
-		 * the log. */
-		for (i = 0; i < len && i < sizeof shown - 1; i++)
-			shown[i] = sp1[1 + i] > ' ' && sp1[1 + i] < 127 ?
-				sp1[1 + i] : '?';
-		shown[i] = '\0';
+	else
 		p->http01_refused++;
-		plog(p, ACME_SMIME_LOG_INFO, "http-01: 404 for %s", shown);
-		conn_respond(c, 404, "not found\n", !head);
-	}
+	c->state = HC_ANSWER;
+	c->sent = 0;
 }
 
 /* Feed received bytes to the request parser; may switch to HC_ANSWER. */
@@ -591,7 +525,7 @@ conn_feed(struct acme_smime_lwip *p, struct acme_smime_lwip_http01_conn *c,
 		char ch = data[i];
 		if (ch == '\0') {
 			p->http01_refused++;
-			conn_respond(c, 400, "bad request\n", 1);
+			conn_respond(c, 400, "bad request\n");
 		} else if (c->state == HC_LINE) {
 			if (ch == '\n') {
 				if (c->len > 0 && c->buf[c->len - 1] == '\r')
@@ -606,7 +540,7 @@ conn_feed(struct acme_smime_lwip *p, struct acme_smime_lwip_http01_conn *c,
 				plog(p, ACME_SMIME_LOG_WARN, "http-01: request "
 					"line over %u bytes",
 					(unsigned)ACME_SMIME_LWIP_HTTP01_LINE - 1);
-				conn_respond(c, 400, "request too long\n", 1);
+				conn_respond(c, 400, "request too long\n");
 			}
 		} else if (ch == '\n') {
 			if (++c->newlines == 2)
@@ -817,75 +751,17 @@ acme_smime_lwip_http01_listen(struct acme_smime_lwip *p, unsigned port)
 	return 0;
 }
 
-static void
-entry_wipe(struct acme_smime_lwip_http01_entry *e)
-{
-	volatile unsigned char *v = (volatile unsigned char *)e;
-	size_t i;
-
-	for (i = 0; i < sizeof *e; i++)
-		v[i] = 0;
-}
-
 int
 acme_smime_lwip_challenge(void *user, int op, const char *identifier,
 	const char *token, const char *key_authorization)
 {
 	struct acme_smime_lwip *p = user;
-	struct acme_smime_lwip_http01_entry *e = NULL;
-	size_t i;
 
-	if (token == NULL || !token_ok(token, strlen(token)))
+	if (acme_smime_http01_challenge(&p->http01, op, identifier, token,
+			key_authorization, p->listen_fd >= 0, sys_now()) != 0)
 		return -1;
-	for (i = 0; i < ACME_SMIME_LWIP_HTTP01_SLOTS; i++)
-		if (p->http01[i].used && strcmp(p->http01[i].token, token) == 0)
-			e = &p->http01[i];
-	if (op == ACME_SMIME_CHALLENGE_REMOVE) {
-		if (e != NULL) {
-			plog(p, ACME_SMIME_LOG_DEBUG, "http-01: withdrew %s",
-				e->identifier);
-			entry_wipe(e);
-		}
-		return 0;
-	}
-	if (op != ACME_SMIME_CHALLENGE_PROVISION || identifier == NULL ||
-			key_authorization == NULL)
-		return -1;
-	if (p->listen_fd < 0) {
-		plog(p, ACME_SMIME_LOG_ERROR,
-			"http-01 challenge for %s but no responder is listening",
-			identifier);
-		return -1;
-	}
-	if (strlen(identifier) >= sizeof e->identifier ||
-			strlen(key_authorization) >= sizeof e->key_authorization) {
-		plog(p, ACME_SMIME_LOG_ERROR, "http-01: identifier or key "
-			"authorization too long");
-		return -1;
-	}
-	for (i = 0; e == NULL && i < ACME_SMIME_LWIP_HTTP01_SLOTS; i++)
-		if (!p->http01[i].used)
-			e = &p->http01[i];
-	if (e == NULL) {
-		/* All taken: an enrollment that stopped before withdrawing
-		 * left them. Replace the oldest. */
-		e = &p->http01[0];
-		for (i = 1; i < ACME_SMIME_LWIP_HTTP01_SLOTS; i++)
-			if ((int32_t)(p->http01[i].since - e->since) < 0)
-				e = &p->http01[i];
-		plog(p, ACME_SMIME_LOG_WARN, "http-01: all %u slots in use, "
-			"replacing %s", (unsigned)ACME_SMIME_LWIP_HTTP01_SLOTS,
-			e->identifier);
-		entry_wipe(e);
-	}
-	e->used = 1;
-	e->since = sys_now();
-	strcpy(e->identifier, identifier);
-	strcpy(e->token, token);
-	strcpy(e->key_authorization, key_authorization);
-	plog(p, ACME_SMIME_LOG_INFO, "http-01: published %s token %s",
-		identifier, token);
-	acme_smime_lwip_serve(p, 0);
+	if (op == ACME_SMIME_CHALLENGE_PROVISION)
+		acme_smime_lwip_serve(p, 0);
 	return 0;
 }
 
@@ -903,6 +779,11 @@ acme_smime_lwip_init(struct acme_smime_lwip *p, acme_smime_ports *ports)
 	p->nodelay = 1;
 	p->listen_fd = -1;
 	p->ports = ports;
+	acme_smime_http01_init(&p->http01, p->http01_slots,
+		ACME_SMIME_LWIP_HTTP01_SLOTS, plog, p);
+	/* Two slots: one left behind by a stopped enrollment must not lock
+	 * the next one out. */
+	p->http01.replace_oldest = 1;
 	for (i = 0; i < ACME_SMIME_LWIP_HTTP01_CONNS; i++)
 		p->conns[i].fd = -1;
 
@@ -923,8 +804,7 @@ acme_smime_lwip_close(struct acme_smime_lwip *p)
 
 	for (i = 0; i < ACME_SMIME_LWIP_HTTP01_CONNS; i++)
 		conn_close(&p->conns[i]);
-	for (i = 0; i < ACME_SMIME_LWIP_HTTP01_SLOTS; i++)
-		entry_wipe(&p->http01[i]);
+	acme_smime_http01_wipe(&p->http01);
 	if (p->listen_fd >= 0)
 		lwip_close(p->listen_fd);
 	p->listen_fd = -1;

@@ -39,7 +39,9 @@
  * lwip_* socket functions and keep no thread of their own. The http-01
  * responder is served from inside net_wait, sleep_ms and the challenge
  * hook; a task that waits by other means calls acme_smime_lwip_serve().
- * Nothing here allocates memory: all state is in struct acme_smime_lwip.
+ * Its key authorizations and answers are port/common/http01.c's, compiled
+ * with this file. Nothing here allocates memory: all state is in struct
+ * acme_smime_lwip.
  *
  * Needs lwIP 2.x with NO_SYS 0, LWIP_SOCKET 1 and LWIP_SOCKET_POLL 1
  * (lwip_poll); nothing else from lwipopts.h (see port/lwip/README.md).
@@ -51,6 +53,7 @@
 #include <stdint.h>
 
 #include "acme_smime.h"
+#include "http01.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,31 +81,16 @@ extern "C" {
 #define ACME_SMIME_LWIP_HTTP01_LINE 224
 #endif
 
-/* A key authorization: token "." base64url(SHA-256 thumbprint). */
-#define ACME_SMIME_LWIP_KEYAUTH_SIZE \
-	(ACME_SMIME_MAX_TOKEN + 1 + ACME_SMIME_THUMBPRINT_SIZE)
-
-/* Room for the status line, headers and key authorization. */
-#define ACME_SMIME_LWIP_HTTP01_RESPONSE (ACME_SMIME_LWIP_KEYAUTH_SIZE + 128)
-
 /* A connection's buffer: the request line, then the answer. */
 #define ACME_SMIME_LWIP_HTTP01_BUF \
-	(ACME_SMIME_LWIP_HTTP01_LINE > ACME_SMIME_LWIP_HTTP01_RESPONSE ? \
-	ACME_SMIME_LWIP_HTTP01_LINE : ACME_SMIME_LWIP_HTTP01_RESPONSE)
+	(ACME_SMIME_LWIP_HTTP01_LINE > ACME_SMIME_HTTP01_RESPONSE_SIZE ? \
+	ACME_SMIME_LWIP_HTTP01_LINE : ACME_SMIME_HTTP01_RESPONSE_SIZE)
 
 /* One entry of the host table: a name as it appears in URLs (compared
  * without regard to case) and the address to connect to, as text. */
 struct acme_smime_lwip_host {
 	const char *name;
 	const char *addr;
-};
-
-struct acme_smime_lwip_http01_entry {
-	int used;
-	uint32_t since;                   /* sys_now() when published */
-	char identifier[ACME_SMIME_MAX_ADDR + 1];
-	char token[ACME_SMIME_MAX_TOKEN + 1];
-	char key_authorization[ACME_SMIME_LWIP_KEYAUTH_SIZE];
 };
 
 struct acme_smime_lwip_http01_conn {
@@ -131,7 +119,8 @@ struct acme_smime_lwip {
 	/* Private. */
 	const acme_smime_ports *ports;   /* for the board's log hook */
 	int listen_fd;                   /* -1: no responder */
-	struct acme_smime_lwip_http01_entry http01[ACME_SMIME_LWIP_HTTP01_SLOTS];
+	struct acme_smime_http01 http01; /* port/common/http01.c's table */
+	struct acme_smime_http01_entry http01_slots[ACME_SMIME_LWIP_HTTP01_SLOTS];
 	struct acme_smime_lwip_http01_conn conns[ACME_SMIME_LWIP_HTTP01_CONNS];
 };
 

@@ -42,8 +42,6 @@
 #define POSIX_PRINTF(f, a)
 #endif
 
-#define WELL_KNOWN "/.well-known/acme-challenge/"
-
 /* A wall clock before this (2020-01-01) means "not set": report unknown,
  * so the engine refuses TLS instead of accepting expired certificates. */
 #define UNIX_TIME_SANE 1577836800u
@@ -62,13 +60,15 @@ mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* user is the struct acme_smime_posix (also the http-01 table's log). */
 static void
-plog(struct acme_smime_posix *p, int level, const char *fmt, ...)
+plog(void *user, int level, const char *fmt, ...)
 	POSIX_PRINTF(3, 4);
 
 static void
-plog(struct acme_smime_posix *p, int level, const char *fmt, ...)
+plog(void *user, int level, const char *fmt, ...)
 {
+	const struct acme_smime_posix *p = user;
 	char msg[256];
 	va_list ap;
 
@@ -77,7 +77,7 @@ plog(struct acme_smime_posix *p, int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	acme_smime_posix_log(p, level, msg);
+	acme_smime_posix_log(user, level, msg);
 }
 
 static int
@@ -452,7 +452,9 @@ acme_smime_posix_log(void *user, int level, const char *msg)
  *
  * One listening socket and a few connection slots, all non-blocking and
  * served from poll() in wait_and_serve(). Each connection reads one
- * request head, gets one answer and is closed (Connection: close).
+ * request head, gets one answer and is closed (Connection: close). The
+ * published key authorizations and the answer to the request line are
+ * port/common/http01.c's.
  * ---------------------------------------------------------------------- */
 
 static void
@@ -466,97 +468,25 @@ conn_close(struct acme_smime_posix_http01_conn *c)
 	c->resp_sent = 0;
 }
 
-static int
-token_ok(const char *s, size_t n)
-{
-	size_t i;
-
-	if (n == 0 || n > ACME_SMIME_MAX_TOKEN)
-		return 0;
-	for (i = 0; i < n; i++) {
-		char ch = s[i];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-				(ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
-			return 0;
-	}
-	return 1;
-}
-
-static const struct acme_smime_posix_http01_entry *
-http01_find(const struct acme_smime_posix *p, const char *token, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < ACME_SMIME_POSIX_HTTP01_SLOTS; i++) {
-		const struct acme_smime_posix_http01_entry *e = &p->http01[i];
-		if (e->used && strlen(e->token) == n &&
-				memcmp(e->token, token, n) == 0)
-			return e;
-	}
-	return NULL;
-}
-
 static void
 conn_respond(struct acme_smime_posix_http01_conn *c, int status,
-	const char *body, int with_body)
+	const char *body)
 {
-	const char *reason = status == 200 ? "OK" :
-		status == 404 ? "Not Found" : "Bad Request";
-	size_t blen = strlen(body);
-	int n;
-
-	n = snprintf(c->resp, sizeof c->resp,
-		"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
-		"Content-Length: %lu\r\nConnection: close\r\n\r\n%s",
-		status, reason, (unsigned long)blen, with_body ? body : "");
-	c->resp_len = n > 0 && (size_t)n < sizeof c->resp ? (size_t)n : 0;
+	c->resp_len = acme_smime_http01_response(c->resp, sizeof c->resp,
+		status, body, 1);
 	c->resp_sent = 0;
 }
 
-/* Answer the request head in c->req (NUL-terminated). */
+/* Answer the request line in c->req (NUL-terminated). */
 static void
 conn_answer(struct acme_smime_posix *p, struct acme_smime_posix_http01_conn *c)
 {
-	const struct acme_smime_posix_http01_entry *e = NULL;
-	const char *line = c->req, *sp1, *sp2, *tok;
-	size_t mlen;
-	int head;
-
-	sp1 = strchr(line, ' ');
-	sp2 = sp1 != NULL ? strchr(sp1 + 1, ' ') : NULL;
-	if (sp1 == NULL || sp2 == NULL) {
-		p->http01_refused++;
-		plog(p, ACME_SMIME_LOG_WARN, "http-01: malformed request");
-		conn_respond(c, 400, "bad request\n", 1);
-		return;
-	}
-	mlen = (size_t)(sp1 - line);
-	head = mlen == 4 && memcmp(line, "HEAD", 4) == 0;
-	if ((head || (mlen == 3 && memcmp(line, "GET", 3) == 0)) &&
-			(size_t)(sp2 - sp1 - 1) > strlen(WELL_KNOWN) &&
-			memcmp(sp1 + 1, WELL_KNOWN, strlen(WELL_KNOWN)) == 0) {
-		tok = sp1 + 1 + strlen(WELL_KNOWN);
-		if (token_ok(tok, (size_t)(sp2 - tok)))
-			e = http01_find(p, tok, (size_t)(sp2 - tok));
-	}
-	if (e != NULL) {
+	if (acme_smime_http01_answer(&p->http01, c->req, c->resp,
+			sizeof c->resp, &c->resp_len) == 200)
 		p->http01_served++;
-		plog(p, ACME_SMIME_LOG_INFO, "http-01: served %s token %s",
-			e->identifier, e->token);
-		conn_respond(c, 200, e->key_authorization, !head);
-	} else {
-		char shown[101];
-		size_t i, len = (size_t)(sp2 - sp1 - 1);
-		/* The target comes from the network: no control bytes on the
-		 * terminal. */
-		for (i = 0; i < len && i < sizeof shown - 1; i++)
-			shown[i] = sp1[1 + i] > ' ' && sp1[1 + i] < 127 ?
-				sp1[1 + i] : '?';
-		shown[i] = '\0';
+	else
 		p->http01_refused++;
-		plog(p, ACME_SMIME_LOG_INFO, "http-01: 404 for %s", shown);
-		conn_respond(c, 404, "not found\n", !head);
-	}
+	c->resp_sent = 0;
 }
 
 static void
@@ -576,7 +506,7 @@ conn_read(struct acme_smime_posix *p, struct acme_smime_posix_http01_conn *c)
 	c->req[c->req_len] = '\0';
 	if (memchr(c->req, '\0', c->req_len) != NULL) {
 		p->http01_refused++;
-		conn_respond(c, 400, "bad request\n", 1);
+		conn_respond(c, 400, "bad request\n");
 		return;
 	}
 	end = strstr(c->req, "\r\n\r\n");
@@ -591,7 +521,7 @@ conn_read(struct acme_smime_posix *p, struct acme_smime_posix_http01_conn *c)
 		p->http01_refused++;
 		plog(p, ACME_SMIME_LOG_WARN, "http-01: request head over %lu bytes",
 			(unsigned long)(sizeof c->req - 1));
-		conn_respond(c, 400, "request too long\n", 1);
+		conn_respond(c, 400, "request too long\n");
 	}
 }
 
@@ -802,67 +732,17 @@ acme_smime_posix_http01_listen(struct acme_smime_posix *p,
 	return 0;
 }
 
-static void
-entry_wipe(struct acme_smime_posix_http01_entry *e)
-{
-	volatile unsigned char *v = (volatile unsigned char *)e;
-	size_t i;
-
-	for (i = 0; i < sizeof *e; i++)
-		v[i] = 0;
-}
-
 int
 acme_smime_posix_challenge(void *user, int op, const char *identifier,
 	const char *token, const char *key_authorization)
 {
 	struct acme_smime_posix *p = user;
-	struct acme_smime_posix_http01_entry *e = NULL;
-	size_t i;
 
-	if (token == NULL || !token_ok(token, strlen(token)))
+	if (acme_smime_http01_challenge(&p->http01, op, identifier, token,
+			key_authorization, p->listen_fd >= 0, (uint32_t)mono_ms()) != 0)
 		return -1;
-	for (i = 0; i < ACME_SMIME_POSIX_HTTP01_SLOTS; i++)
-		if (p->http01[i].used && strcmp(p->http01[i].token, token) == 0)
-			e = &p->http01[i];
-	if (op == ACME_SMIME_CHALLENGE_REMOVE) {
-		if (e != NULL) {
-			plog(p, ACME_SMIME_LOG_DEBUG, "http-01: withdrew %s",
-				e->identifier);
-			entry_wipe(e);
-		}
-		return 0;
-	}
-	if (op != ACME_SMIME_CHALLENGE_PROVISION || identifier == NULL ||
-			key_authorization == NULL)
-		return -1;
-	if (p->listen_fd < 0) {
-		plog(p, ACME_SMIME_LOG_ERROR,
-			"http-01 challenge for %s but no responder is listening",
-			identifier);
-		return -1;
-	}
-	if (strlen(identifier) >= sizeof e->identifier ||
-			strlen(key_authorization) >= sizeof e->key_authorization) {
-		plog(p, ACME_SMIME_LOG_ERROR, "http-01: identifier or key "
-			"authorization too long");
-		return -1;
-	}
-	for (i = 0; e == NULL && i < ACME_SMIME_POSIX_HTTP01_SLOTS; i++)
-		if (!p->http01[i].used)
-			e = &p->http01[i];
-	if (e == NULL) {
-		plog(p, ACME_SMIME_LOG_ERROR, "http-01: all %u slots in use",
-			(unsigned)ACME_SMIME_POSIX_HTTP01_SLOTS);
-		return -1;
-	}
-	e->used = 1;
-	strcpy(e->identifier, identifier);
-	strcpy(e->token, token);
-	strcpy(e->key_authorization, key_authorization);
-	plog(p, ACME_SMIME_LOG_INFO, "http-01: published %s token %s",
-		identifier, token);
-	acme_smime_posix_serve(p, 0);
+	if (op == ACME_SMIME_CHALLENGE_PROVISION)
+		acme_smime_posix_serve(p, 0);
 	return 0;
 }
 
@@ -881,6 +761,8 @@ acme_smime_posix_init(struct acme_smime_posix *p, acme_smime_ports *ports)
 	p->connect_try_ms = 1000;
 	p->http01_idle_ms = 10000;
 	p->listen_fd = -1;
+	acme_smime_http01_init(&p->http01, p->http01_slots,
+		ACME_SMIME_POSIX_HTTP01_SLOTS, plog, p);
 	for (i = 0; i < ACME_SMIME_POSIX_HTTP01_CONNS; i++)
 		p->conns[i].fd = -1;
 
@@ -907,8 +789,7 @@ acme_smime_posix_close(struct acme_smime_posix *p)
 
 	for (i = 0; i < ACME_SMIME_POSIX_HTTP01_CONNS; i++)
 		conn_close(&p->conns[i]);
-	for (i = 0; i < ACME_SMIME_POSIX_HTTP01_SLOTS; i++)
-		entry_wipe(&p->http01[i]);
+	acme_smime_http01_wipe(&p->http01);
 	if (p->listen_fd >= 0)
 		close(p->listen_fd);
 	p->listen_fd = -1;

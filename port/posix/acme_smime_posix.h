@@ -19,7 +19,8 @@
  * from inside net_wait, sleep_ms and the challenge hook, so it answers the
  * CA's validation requests while the engine waits for its own replies or
  * sleeps between polls. A caller that waits by other means calls
- * acme_smime_posix_serve().
+ * acme_smime_posix_serve(). Its key authorizations and answers are
+ * port/common/http01.c's, compiled with this file.
  *
  * Blocking calls, by design of a desktop port: getaddrinfo() in net_connect,
  * and, when a host name has several addresses, a bounded wait
@@ -34,6 +35,7 @@
 #include <stdint.h>
 
 #include "acme_smime.h"
+#include "http01.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,27 +57,13 @@ extern "C" {
 #define ACME_SMIME_POSIX_HTTP01_REQUEST 2048
 #endif
 
-/* A key authorization: token "." base64url(SHA-256 thumbprint). */
-#define ACME_SMIME_POSIX_KEYAUTH_SIZE \
-	(ACME_SMIME_MAX_TOKEN + 1 + ACME_SMIME_THUMBPRINT_SIZE)
-
-/* Room for the status line, headers and key authorization. */
-#define ACME_SMIME_POSIX_HTTP01_RESPONSE (ACME_SMIME_POSIX_KEYAUTH_SIZE + 160)
-
-struct acme_smime_posix_http01_entry {
-	int used;
-	char identifier[ACME_SMIME_MAX_ADDR + 1];
-	char token[ACME_SMIME_MAX_TOKEN + 1];
-	char key_authorization[ACME_SMIME_POSIX_KEYAUTH_SIZE];
-};
-
 struct acme_smime_posix_http01_conn {
 	int fd;                           /* -1 when the slot is free */
 	uint64_t since_ms;                /* accepted at (monotonic) */
 	size_t req_len;
 	char req[ACME_SMIME_POSIX_HTTP01_REQUEST];
 	size_t resp_len, resp_sent;       /* resp_len 0: still reading */
-	char resp[ACME_SMIME_POSIX_HTTP01_RESPONSE];
+	char resp[ACME_SMIME_HTTP01_RESPONSE_SIZE];
 };
 
 struct acme_smime_posix {
@@ -91,9 +79,11 @@ struct acme_smime_posix {
 	unsigned http01_served;   /* 200 answers */
 	unsigned http01_refused;  /* 404 and 400 answers */
 
-	/* http-01 responder (private). */
+	/* http-01 responder (private); the key authorizations it serves are
+	 * kept by port/common/http01.c. */
 	int listen_fd;            /* -1: no responder */
-	struct acme_smime_posix_http01_entry http01[ACME_SMIME_POSIX_HTTP01_SLOTS];
+	struct acme_smime_http01 http01;
+	struct acme_smime_http01_entry http01_slots[ACME_SMIME_POSIX_HTTP01_SLOTS];
 	struct acme_smime_posix_http01_conn conns[ACME_SMIME_POSIX_HTTP01_CONNS];
 };
 
@@ -118,7 +108,9 @@ void acme_smime_posix_serve(struct acme_smime_posix *p, uint32_t timeout_ms);
 void acme_smime_posix_close(struct acme_smime_posix *p);
 
 /* The hooks themselves, for callers who assemble their own ports (user is
- * a struct acme_smime_posix *). net_wait returns the ready ACME_SMIME_IO_*
+ * a struct acme_smime_posix *, except for unix_time, monotonic_ms and
+ * entropy, which ignore it: examples/lwip uses them as its board's
+ * clocks and entropy). net_wait returns the ready ACME_SMIME_IO_*
  * events (an error or hang-up on the socket counts as ready, so that the
  * next send/recv reports it), 0 on timeout, negative when poll() fails;
  * a negative handle makes it a serving sleep. send maps EPIPE to

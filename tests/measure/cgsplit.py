@@ -19,8 +19,9 @@ Categories (inclusive costs of call arcs, so nothing is counted twice):
                     signature is verified before it leaves)
   key generation    the library's calls into br_ec_keygen, br_ec_compute_pub
   port hooks        the library's calls into the port (enroll_stack.c's
-                    wrappers, port/posix/*.c): sockets, getaddrinfo,
-                    clock, entropy, log, flash, http-01 responder
+                    wrappers, port/posix/*.c, port/common/http01.c):
+                    sockets, getaddrinfo, clock, entropy, log, flash,
+                    http-01 responder
   everything else   the library's own code: JSON, JWS/base64url, SHA-256
                     of requests, HTTP, POP3/SMTP, mail checks, CSR, store
 """

@@ -34,8 +34,8 @@ CC=${CC:-gcc}
 # (the smallest work buffer acme_smime_init accepts).
 MEASURE_CFLAGS=${MEASURE_CFLAGS:-}
 HOST_CFLAGS="-std=c99 -Wall -Wextra -Werror -O2 -g $MEASURE_CFLAGS"
-$CC $HOST_CFLAGS -I. -Iport/posix "$HERE/enroll_stack.c" port/posix/acme_smime_posix.c \
-	port/posix/flash_file.c acme_smime.c -l:libbearssl.a -o "$B/enroll_stack"
+$CC $HOST_CFLAGS -I. -Iport/posix -Iport/common "$HERE/enroll_stack.c" port/posix/acme_smime_posix.c \
+	port/common/http01.c port/posix/flash_file.c acme_smime.c -l:libbearssl.a -o "$B/enroll_stack"
 $CC -O2 -Wall -Wextra -shared -fPIC "$HERE/malloc_zone.c" -o "$B/malloc_zone.so" -ldl
 
 T=$(mktemp -d /tmp/acme-smime-measure.XXXXXX)
