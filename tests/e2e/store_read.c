@@ -11,7 +11,7 @@
  * and exits 1 when no certificate is stored; exits 2 with the library's
  * error on a storage error, 3 on a usage or file error.
  *
- * The geometry must be the CLI's (examples/posix/acme-smime-enroll.c).
+ * The geometry must be the CLI's (examples/common/cli.c).
  */
 #define _POSIX_C_SOURCE 200809L
 
