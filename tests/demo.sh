@@ -2,7 +2,8 @@
 # make demo: one complete RFC 8823 enrollment on this machine. Starts the
 # project's test CA and real mail servers (tests/testenv), runs the CLI as
 # a device would (POP3 STLS in, SMTP submission with STARTTLS out), prints
-# the S/MIME certificate it got and checks it, then stops everything.
+# the S/MIME certificate it got and checks it, then stops everything. The
+# device is alice@example.test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=$(mktemp -d /tmp/acme-smime-demo.XXXXXX)
@@ -13,7 +14,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting the test CA and the mail servers"
-TESTENV_PORTS=auto bash tests/testenv start "$D" | tail -n 1
+TESTENV_PORTS=auto TESTENV_EMAIL=alice@example.test bash tests/testenv start "$D" | tail -n 1
 # shellcheck disable=SC1091
 . "$D/env"
 
