@@ -222,6 +222,8 @@ if [ "${INTEGRATION:-1}" != 0 ]; then
             tests/valgrind_test.sh; do
         [ -e "$suite" ] && run_suite "$suite" "$suite"
     done
+    # The README's first command: its script ends with the chain check.
+    run_check "make demo's enrollment (tests/demo.sh)" bash tests/demo.sh
 fi
 
 if [ "$unit_ran" -eq 0 ]; then
