@@ -73,7 +73,8 @@ FUZZ_HOUR_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECOND
 
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES) \
 	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o \
-	$(BUILD)/clang/http01.o $(BUILD)/clang/cli.o
+	$(BUILD)/clang/http01.o $(BUILD)/clang/cli.o \
+	$(BUILD)/clang/acme_smime_nomail.o $(BUILD)/acme-smime-enroll-nomail
 
 deps:
 	sh tests/install_deps.sh
@@ -114,6 +115,19 @@ $(BUILD)/acme-smime-enroll: examples/posix/acme-smime-enroll.c $(CLI_SRCS) $(POS
 		$(BUILD)/gcc/acme_smime.o acme_smime.h
 	$(GCC) $(STRICT_CFLAGS) -I. -Iexamples/common -Iport/posix -Iport/common $< \
 		$(CLI_SRCS) $(POSIX_PORT) $(BUILD)/gcc/acme_smime.o $(LIBS) -o $@
+
+# The library without its POP3 and SMTP clients (email identifiers go
+# through the mailbox hooks), and the CLI on it: tests/e2e/mailbox_test.sh.
+NOMAIL := -DACME_SMIME_NO_MAIL_CLIENTS
+
+$(BUILD)/clang/acme_smime_nomail.o: $(LIB_DEPS)
+	@mkdir -p $(@D)
+	$(CLANG) $(STRICT_CFLAGS) $(NOMAIL) -c $(LIB_SRC) -o $@
+
+$(BUILD)/acme-smime-enroll-nomail: examples/posix/acme-smime-enroll.c $(CLI_SRCS) \
+		$(POSIX_PORT) $(CLI_HDRS) $(wildcard port/posix/*.h) $(COMMON_HDRS) $(LIB_DEPS)
+	$(GCC) $(STRICT_CFLAGS) $(NOMAIL) -I. -Iexamples/common -Iport/posix -Iport/common $< \
+		$(CLI_SRCS) $(POSIX_PORT) $(LIB_SRC) $(LIBS) -o $@
 
 $(BUILD)/clang/http01.o: $(COMMON_PORT) $(COMMON_HDRS) acme_smime.h
 	@mkdir -p $(@D)

@@ -5952,29 +5952,6 @@ check_mail(const char *mail, size_t mail_len,
 	return reason;
 }
 
-/*
- * The header alone (POP3 "TOP n 0"): could this be the pending challenge?
- * The header checks of check_mail(), none of the proofs. With relaxed
- * header protection the outer From, To and Subject may be replaced by the
- * signed ones, so only the header's form and Date are judged.
- */
-static int
-screen_mail_header(const char *text, size_t len, const acme_smime_pending *pending)
-{
-	char scratch[ACME_SMIME_MAX_HEADER + 1];
-	acme_smime_mail_verdict v;
-	mail_header hdr;
-	int reason;
-
-	memset(&v, 0, sizeof v);
-	reason = header_scan(&hdr, text, len);
-	if (reason == ACME_SMIME_MAIL_OK) {
-		reason = check_fields(&hdr, scratch, pending, &v,
-		    (pending->policy & ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION) != 0);
-	}
-	return reason;
-}
-
 int
 acme_smime_check_challenge_mail(const char *mail, size_t mail_len,
 	const acme_smime_pending *pending, acme_smime_mail_verdict *verdict)
@@ -7575,7 +7552,6 @@ http_fail(acme_smime_ctx *ctx, const char *text)
 	return ACME_SMIME_ERR_HTTP;
 }
 
-
 /* IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT" -> Unix seconds, or -1. */
 static long long
 parse_http_date(const char *s, size_t n)
@@ -8082,7 +8058,12 @@ http_exchange(acme_smime_ctx *ctx)
  * carry a secret; responses are parsed as they arrive: POP3 status lines,
  * POP3 multi-line bodies (dot-unstuffed into the HTTP area, bounded) and
  * SMTP replies (multi-line, with the EHLO capabilities we use).
+ *
+ * ACME_SMIME_NO_MAIL_CLIENTS leaves the clients out (about 4 KB of code
+ * on Cortex-M4): email identifiers then need the caller's mailbox hooks.
  * ====================================================================== */
+
+#ifndef ACME_SMIME_NO_MAIL_CLIENTS
 
 /* Response kinds. */
 #define MX_POP3_LINE  1   /* a status line */
@@ -8366,6 +8347,16 @@ mx_put_base64(acme_smime_ctx *ctx, const unsigned char *data, size_t n)
 	ctx->req_len = len + enc + 2;
 	return 0;
 }
+
+#else /* ACME_SMIME_NO_MAIL_CLIENTS: no state talks to a mail server */
+
+static int
+mx_exchange(acme_smime_ctx *ctx)
+{
+	engine_fail(ctx, ACME_SMIME_ERR_UNSUPPORTED, 0, "built without the mail clients");
+	return ACME_SMIME_ERR_UNSUPPORTED;
+}
+#endif /* ACME_SMIME_NO_MAIL_CLIENTS */
 
 /* ========================================================================
  * 11. Engine: the RFC 8555 and RFC 8823 flow as a resumable state machine
@@ -9895,17 +9886,6 @@ engine_has_email(const acme_smime_config *cfg)
 	return 0;
 }
 
-static int
-mail_fail(acme_smime_ctx *ctx, int retryable, const char *text)
-{
-	tls_close(ctx);
-	engine_fail(ctx, ACME_SMIME_ERR_MAIL, retryable, text);
-	if (ctx->line[0] != '\0') {
-		engine_log(ctx, ACME_SMIME_LOG_ERROR, "server said: ", ctx->line);
-	}
-	return ctx->err.code;
-}
-
 static uint32_t
 uid_hash(const char *uid, size_t n)
 {
@@ -10062,6 +10042,203 @@ engine_pending(acme_smime_ctx *ctx, acme_smime_pending *pending)
 	pending->dns_user = ctx->ports->user;
 	pending->authserv_id = ctx->cfg->trusted_authserv_id;
 	pending->not_before = ctx->snapshot_time;
+}
+
+/* The k-th address of the reply's To field (written as <addr>, see the
+ * response writer), or 0 when there is none. */
+static int
+reply_recipient(acme_smime_ctx *ctx, unsigned k, char *out, size_t size)
+{
+	const char *a = (const char *)http_area(ctx);
+	const char *end = a + ctx->reply_len, *p;
+
+	p = a;
+	while (p + 4 < end && memcmp(p, "To: ", 4) != 0) {
+		p = memchr(p, '\n', (size_t)(end - p));
+		if (p == NULL) {
+			return 0;
+		}
+		p++;
+	}
+	/* The field runs until a line that does not start with a space. */
+	for (; p < end; p++) {
+		if (*p == '\n' && (p + 1 >= end || p[1] != ' ')) {
+			return 0;
+		}
+		if (*p == '<') {
+			const char *q = memchr(p, '>', (size_t)(end - p));
+
+			if (q == NULL) {
+				return 0;
+			}
+			if (k-- == 0) {
+				return copy_field(out, size, p + 1, (size_t)(q - p - 1)) == 0;
+			}
+			p = q;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The challenge mail is ours: compute the digest, write the reply into
+ * the area and record "answered" in flash before anything is sent (RFC
+ * 8823 section 3: a challenge mail is answered once, even across a
+ * reboot).
+ */
+static int
+engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
+{
+	char tp[ACME_SMIME_THUMBPRINT_SIZE], digest[ACME_SMIME_DIGEST_SIZE];
+	char other[ACME_SMIME_DIGEST_SIZE], msgid[ACME_SMIME_MAX_ADDR + 32];
+	unsigned char rnd[16];
+	acme_smime_response resp;
+	const char *at = strrchr(ctx->authz_identifier, '@');
+	int mode = ctx->cfg->token_concat, r;
+	textbuf tb;
+
+	acme_smime_jwk_thumbprint(&ctx->account_key, tp);
+	r = acme_smime_rfc8823_digest(v->token_part1, ctx->challenge.token, tp, mode, digest);
+	if (r < 0) {
+		engine_fail(ctx, r, 0, "cannot compute the RFC 8823 digest");
+		return r;
+	}
+	if (acme_smime_rfc8823_digest(v->token_part1, ctx->challenge.token, tp, !mode,
+	    other) == ACME_SMIME_OK && strcmp(other, digest) != 0) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, mode == ACME_SMIME_CONCAT_BYTES ?
+		    "token joined as BYTES (STRING would differ)" :
+		    "token joined as STRING (BYTES would differ)", NULL);
+	}
+	if (ctx->ports->entropy(ctx->ports->user, rnd, sizeof rnd) != 0) {
+		engine_fail(ctx, ACME_SMIME_ERR_ENTROPY, 1, "entropy source failed");
+		return ctx->err.code;
+	}
+	tb_init(&tb, msgid, sizeof msgid);
+	tb_putc(&tb, '<');
+	tb_put_b64url(&tb, rnd, sizeof rnd);
+	tb_puts(&tb, at != NULL ? at : "@acme-smime.invalid");
+	tb_putc(&tb, '>');
+	tb_finish(&tb);
+	memset(&resp, 0, sizeof resp);
+	resp.from = ctx->authz_identifier;
+	resp.challenge = v;
+	resp.digest = digest;
+	resp.message_id = msgid;
+	resp.date = ctx->ports->unix_time(ctx->ports->user);
+	r = acme_smime_write_response_mail((char *)http_area(ctx), http_area_size(ctx), &resp);
+	if (r < 0) {
+		engine_fail(ctx, r, 0, "cannot write the response mail");
+		return r;
+	}
+	ctx->reply_len = (size_t)r;
+	ctx->email_flags = EMAIL_ANSWERED;
+	ctx->answered_uid = ctx->candidate_uid[ctx->candidate_index];
+	/* Remembered with the account, beyond this order: the same mail
+	 * delivered again later is never answered again. */
+	if (ctx->answered_count == ARRAY_LEN(ctx->answered_tokens)) {
+		memmove(ctx->answered_tokens, ctx->answered_tokens + 1,
+		    sizeof ctx->answered_tokens - sizeof ctx->answered_tokens[0]);
+		ctx->answered_count--;
+	}
+	ctx->answered_tokens[ctx->answered_count++] =
+	    uid_hash(v->token_part1, strlen(v->token_part1));
+	engine_log(ctx, ACME_SMIME_LOG_INFO, "challenge mail accepted: answering ", v->message_id);
+	/* The order's record first: cut between the two writes, the next
+	 * boot knows the mail was taken (answered, maybe not sent) and
+	 * starts a new order; the account's list only guards against the
+	 * same mail delivered again later. */
+	if (engine_save_enrollment(ctx, 0) < 0) {
+		return ctx->err.code;
+	}
+	return engine_save_account(ctx);
+}
+
+/* What engine_examine() found. */
+#define EXAMINE_REFUSED  0
+#define EXAMINE_ANSWERED 1
+#define EXAMINE_DEFER    2   /* the S/MIME signature needs more room */
+
+/*
+ * The message in the HTTP area (body_len bytes) may be the challenge:
+ * check it, and answer it when it is ours and was never answered. The
+ * decoded S/MIME signature goes to the rest of the HTTP area; when the
+ * mail and its signature do not fit together, the check is deferred
+ * until no connection is open, and then the TLS area takes it (roomy:
+ * ACME_SMIME_TLS_AREA bytes). Returns EXAMINE_* or an error.
+ */
+
+static int
+engine_examine(acme_smime_ctx *ctx, int roomy)
+{
+	acme_smime_pending pending;
+	acme_smime_mail_verdict v;
+	int r;
+
+	engine_pending(ctx, &pending);
+	if (roomy) {
+		pending.smime_work = ctx->work;
+		pending.smime_work_size = ACME_SMIME_TLS_AREA;
+	} else {
+		pending.smime_work = http_area(ctx) + ctx->body_len + 1;
+		pending.smime_work_size = http_area_size(ctx) - ctx->body_len - 1;
+	}
+	r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
+	    &pending, &v);
+	if (roomy) {
+		wipe(ctx->work, ACME_SMIME_TLS_AREA);
+	} else if (r != ACME_SMIME_OK && v.reason == ACME_SMIME_MAIL_SMIME_LIMIT) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "S/MIME signature larger than the "
+		    "rest of the buffer: checked once the connection is closed", NULL);
+		return EXAMINE_DEFER;
+	}
+	if (r == ACME_SMIME_OK && uid_in(ctx->answered_tokens, ctx->answered_count,
+	    uid_hash(v.token_part1, strlen(v.token_part1)))) {
+		/* The same challenge mail again (re-delivered, copied): it
+		 * was answered once and never will be twice. */
+		engine_log(ctx, ACME_SMIME_LOG_INFO,
+		    "ignoring a message: answered before: ", v.message_id);
+		return EXAMINE_REFUSED;
+	}
+	if (r != ACME_SMIME_OK) {
+		engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
+		    acme_smime_mail_reason_text(v.reason));
+		return EXAMINE_REFUSED;
+	}
+	if (v.relaxed != 0) {
+		engine_log(ctx, ACME_SMIME_LOG_WARN,
+		    "relaxed challenge-mail policy let this mail through", NULL);
+	}
+	r = engine_answer(ctx, &v);
+	wipe(&v, sizeof v);
+	if (r < 0) {
+		return r;
+	}
+	ctx->mail_found = 1;
+	return EXAMINE_ANSWERED;
+}
+
+/* The reply is on its way: give it time to reach the CA's mailbox before
+ * the challenge POST makes the CA look (protocol.md 6). */
+static int
+engine_reply_grace(acme_smime_ctx *ctx)
+{
+	return engine_wait(ctx, cfg_or(ctx->cfg->reply_grace_s, 30), ST_CHALLENGE_RESPOND,
+	    "reply-grace");
+}
+
+/* --- the built-in POP3 and SMTP clients (section 10) --- */
+
+#ifndef ACME_SMIME_NO_MAIL_CLIENTS
+
+static int
+mail_fail(acme_smime_ctx *ctx, int retryable, const char *text)
+{
+	tls_close(ctx);
+	engine_fail(ctx, ACME_SMIME_ERR_MAIL, retryable, text);
+	if (ctx->line[0] != '\0') {
+		engine_log(ctx, ACME_SMIME_LOG_ERROR, "server said: ", ctx->line);
+	}
+	return ctx->err.code;
 }
 
 static int
@@ -10276,6 +10453,29 @@ resp_pop3_list(acme_smime_ctx *ctx)
 	    ST_POP3_RETR : ST_POP3_TOP;
 }
 
+/*
+ * The header alone (POP3 "TOP n 0"): could this be the pending challenge?
+ * The header checks of check_mail(), none of the proofs. With relaxed
+ * header protection the outer From, To and Subject may be replaced by the
+ * signed ones, so only the header's form and Date are judged.
+ */
+static int
+screen_mail_header(const char *text, size_t len, const acme_smime_pending *pending)
+{
+	char scratch[ACME_SMIME_MAX_HEADER + 1];
+	acme_smime_mail_verdict v;
+	mail_header hdr;
+	int reason;
+
+	memset(&v, 0, sizeof v);
+	reason = header_scan(&hdr, text, len);
+	if (reason == ACME_SMIME_MAIL_OK) {
+		reason = check_fields(&hdr, scratch, pending, &v,
+		    (pending->policy & ACME_SMIME_MAIL_RELAXED_HEADER_PROTECTION) != 0);
+	}
+	return reason;
+}
+
 static int
 req_pop3_top(acme_smime_ctx *ctx)
 {
@@ -10312,169 +10512,6 @@ static int
 req_pop3_retr(acme_smime_ctx *ctx)
 {
 	return pop3_candidate_command(ctx, MX_POP3_MULTI, "RETR", 0);
-}
-
-/* In-place SMTP dot-stuffing of the n bytes at the start of the area,
- * then the ".\r\n" terminator. Returns the new length or an error. */
-static long
-engine_dot_stuff(acme_smime_ctx *ctx, size_t n)
-{
-	unsigned char *a = http_area(ctx);
-	size_t dots = 0, i, j;
-
-	for (i = 0; i < n; i++) {
-		dots += a[i] == '.' && (i == 0 || a[i - 1] == '\n');
-	}
-	if (n + dots + 3 > http_area_size(ctx)) {
-		return ACME_SMIME_ERR_LIMIT;
-	}
-	for (i = n, j = n + dots; i > 0; i--) {
-		a[--j] = a[i - 1];
-		if (a[i - 1] == '.' && (i == 1 || a[i - 2] == '\n')) {
-			a[--j] = '.';
-		}
-	}
-	memcpy(a + n + dots, ".\r\n", 3);
-	return (long)(n + dots + 3);
-}
-
-/*
- * The challenge mail is ours: compute the digest, write the reply into
- * the area and record "answered" in flash before anything is sent (RFC
- * 8823 section 3: a challenge mail is answered once, even across a
- * reboot).
- */
-static int
-engine_answer(acme_smime_ctx *ctx, const acme_smime_mail_verdict *v)
-{
-	char tp[ACME_SMIME_THUMBPRINT_SIZE], digest[ACME_SMIME_DIGEST_SIZE];
-	char other[ACME_SMIME_DIGEST_SIZE], msgid[ACME_SMIME_MAX_ADDR + 32];
-	unsigned char rnd[16];
-	acme_smime_response resp;
-	const char *at = strrchr(ctx->authz_identifier, '@');
-	int mode = ctx->cfg->token_concat, r;
-	textbuf tb;
-	long n;
-
-	acme_smime_jwk_thumbprint(&ctx->account_key, tp);
-	r = acme_smime_rfc8823_digest(v->token_part1, ctx->challenge.token, tp, mode, digest);
-	if (r < 0) {
-		engine_fail(ctx, r, 0, "cannot compute the RFC 8823 digest");
-		return r;
-	}
-	if (acme_smime_rfc8823_digest(v->token_part1, ctx->challenge.token, tp, !mode,
-	    other) == ACME_SMIME_OK && strcmp(other, digest) != 0) {
-		engine_log(ctx, ACME_SMIME_LOG_INFO, mode == ACME_SMIME_CONCAT_BYTES ?
-		    "token joined as BYTES (STRING would differ)" :
-		    "token joined as STRING (BYTES would differ)", NULL);
-	}
-	if (ctx->ports->entropy(ctx->ports->user, rnd, sizeof rnd) != 0) {
-		engine_fail(ctx, ACME_SMIME_ERR_ENTROPY, 1, "entropy source failed");
-		return ctx->err.code;
-	}
-	tb_init(&tb, msgid, sizeof msgid);
-	tb_putc(&tb, '<');
-	tb_put_b64url(&tb, rnd, sizeof rnd);
-	tb_puts(&tb, at != NULL ? at : "@acme-smime.invalid");
-	tb_putc(&tb, '>');
-	tb_finish(&tb);
-	memset(&resp, 0, sizeof resp);
-	resp.from = ctx->authz_identifier;
-	resp.challenge = v;
-	resp.digest = digest;
-	resp.message_id = msgid;
-	resp.date = ctx->ports->unix_time(ctx->ports->user);
-	r = acme_smime_write_response_mail((char *)http_area(ctx), http_area_size(ctx), &resp);
-	/* The built-in SMTP client sends it as it is, ready for DATA. */
-	n = r < 0 || ctx->ports->mailbox != NULL ? r : engine_dot_stuff(ctx, (size_t)r);
-	if (n < 0) {
-		engine_fail(ctx, (int)n, 0, "cannot write the response mail");
-		return (int)n;
-	}
-	ctx->reply_len = (size_t)n;
-	ctx->email_flags = EMAIL_ANSWERED;
-	ctx->answered_uid = ctx->candidate_uid[ctx->candidate_index];
-	/* Remembered with the account, beyond this order: the same mail
-	 * delivered again later is never answered again. */
-	if (ctx->answered_count == ARRAY_LEN(ctx->answered_tokens)) {
-		memmove(ctx->answered_tokens, ctx->answered_tokens + 1,
-		    sizeof ctx->answered_tokens - sizeof ctx->answered_tokens[0]);
-		ctx->answered_count--;
-	}
-	ctx->answered_tokens[ctx->answered_count++] =
-	    uid_hash(v->token_part1, strlen(v->token_part1));
-	engine_log(ctx, ACME_SMIME_LOG_INFO, "challenge mail accepted: answering ", v->message_id);
-	/* The order's record first: cut between the two writes, the next
-	 * boot knows the mail was taken (answered, maybe not sent) and
-	 * starts a new order; the account's list only guards against the
-	 * same mail delivered again later. */
-	if (engine_save_enrollment(ctx, 0) < 0) {
-		return ctx->err.code;
-	}
-	return engine_save_account(ctx);
-}
-
-/* What engine_examine() found. */
-#define EXAMINE_REFUSED  0
-#define EXAMINE_ANSWERED 1
-#define EXAMINE_DEFER    2   /* the S/MIME signature needs more room */
-
-/*
- * The message in the HTTP area (body_len bytes) may be the challenge:
- * check it, and answer it when it is ours and was never answered. The
- * decoded S/MIME signature goes to the rest of the HTTP area; when the
- * mail and its signature do not fit together, the check is deferred
- * until no connection is open, and then the TLS area takes it (roomy:
- * ACME_SMIME_TLS_AREA bytes). Returns EXAMINE_* or an error.
- */
-static int
-engine_examine(acme_smime_ctx *ctx, int roomy)
-{
-	acme_smime_pending pending;
-	acme_smime_mail_verdict v;
-	int r;
-
-	engine_pending(ctx, &pending);
-	if (roomy) {
-		pending.smime_work = ctx->work;
-		pending.smime_work_size = ACME_SMIME_TLS_AREA;
-	} else {
-		pending.smime_work = http_area(ctx) + ctx->body_len + 1;
-		pending.smime_work_size = http_area_size(ctx) - ctx->body_len - 1;
-	}
-	r = acme_smime_check_challenge_mail((const char *)http_area(ctx), ctx->body_len,
-	    &pending, &v);
-	if (roomy) {
-		wipe(ctx->work, ACME_SMIME_TLS_AREA);
-	} else if (r != ACME_SMIME_OK && v.reason == ACME_SMIME_MAIL_SMIME_LIMIT) {
-		engine_log(ctx, ACME_SMIME_LOG_INFO, "S/MIME signature larger than the "
-		    "rest of the buffer: checked once the connection is closed", NULL);
-		return EXAMINE_DEFER;
-	}
-	if (r == ACME_SMIME_OK && uid_in(ctx->answered_tokens, ctx->answered_count,
-	    uid_hash(v.token_part1, strlen(v.token_part1)))) {
-		/* The same challenge mail again (re-delivered, copied): it
-		 * was answered once and never will be twice. */
-		engine_log(ctx, ACME_SMIME_LOG_INFO,
-		    "ignoring a message: answered before: ", v.message_id);
-		return EXAMINE_REFUSED;
-	}
-	if (r != ACME_SMIME_OK) {
-		engine_log(ctx, ACME_SMIME_LOG_INFO, "ignoring a message: ",
-		    acme_smime_mail_reason_text(v.reason));
-		return EXAMINE_REFUSED;
-	}
-	if (v.relaxed != 0) {
-		engine_log(ctx, ACME_SMIME_LOG_WARN,
-		    "relaxed challenge-mail policy let this mail through", NULL);
-	}
-	r = engine_answer(ctx, &v);
-	wipe(&v, sizeof v);
-	if (r < 0) {
-		return r;
-	}
-	ctx->mail_found = 1;
-	return EXAMINE_ANSWERED;
 }
 
 static int
@@ -10560,15 +10597,6 @@ resp_pop3_quit(acme_smime_ctx *ctx)
 		}
 	}
 	return ctx->mail_found ? ST_SMTP_CONNECT : engine_mail_poll(ctx, ST_POP3_CONNECT);
-}
-
-/* The reply is on its way: give it time to reach the CA's mailbox before
- * the challenge POST makes the CA look (protocol.md 6). */
-static int
-engine_reply_grace(acme_smime_ctx *ctx)
-{
-	return engine_wait(ctx, cfg_or(ctx->cfg->reply_grace_s, 30), ST_CHALLENGE_RESPOND,
-	    "reply-grace");
 }
 
 /* SMTP submission of the reply. */
@@ -10755,42 +10783,6 @@ resp_smtp_mail(acme_smime_ctx *ctx)
 	return ST_SMTP_RCPT;
 }
 
-/* The k-th address of the reply's To field (written as <addr>, see the
- * response writer), or 0 when there is none. */
-static int
-reply_recipient(acme_smime_ctx *ctx, unsigned k, char *out, size_t size)
-{
-	const char *a = (const char *)http_area(ctx);
-	const char *end = a + ctx->reply_len, *p;
-
-	p = a;
-	while (p + 4 < end && memcmp(p, "To: ", 4) != 0) {
-		p = memchr(p, '\n', (size_t)(end - p));
-		if (p == NULL) {
-			return 0;
-		}
-		p++;
-	}
-	/* The field runs until a line that does not start with a space. */
-	for (; p < end; p++) {
-		if (*p == '\n' && (p + 1 >= end || p[1] != ' ')) {
-			return 0;
-		}
-		if (*p == '<') {
-			const char *q = memchr(p, '>', (size_t)(end - p));
-
-			if (q == NULL) {
-				return 0;
-			}
-			if (k-- == 0) {
-				return copy_field(out, size, p + 1, (size_t)(q - p - 1)) == 0;
-			}
-			p = q;
-		}
-	}
-	return 0;
-}
-
 static int
 req_smtp_rcpt(acme_smime_ctx *ctx)
 {
@@ -10833,14 +10825,44 @@ resp_smtp_data(acme_smime_ctx *ctx)
 	return ctx->mx_code == 354 ? ST_SMTP_BODY : smtp_fail(ctx, "SMTP server refused DATA");
 }
 
-/* The reply, already dot-stuffed and terminated, straight from the area. */
+/* In-place SMTP dot-stuffing of the n bytes at the start of the area,
+ * then the ".\r\n" terminator. Returns the new length or an error. */
+static long
+engine_dot_stuff(acme_smime_ctx *ctx, size_t n)
+{
+	unsigned char *a = http_area(ctx);
+	size_t dots = 0, i, j;
+
+	for (i = 0; i < n; i++) {
+		dots += a[i] == '.' && (i == 0 || a[i - 1] == '\n');
+	}
+	if (n + dots + 3 > http_area_size(ctx)) {
+		return ACME_SMIME_ERR_LIMIT;
+	}
+	for (i = n, j = n + dots; i > 0; i--) {
+		a[--j] = a[i - 1];
+		if (a[i - 1] == '.' && (i == 1 || a[i - 2] == '\n')) {
+			a[--j] = '.';
+		}
+	}
+	memcpy(a + n + dots, ".\r\n", 3);
+	return (long)(n + dots + 3);
+}
+
+/* The reply, dot-stuffed and terminated in place, from the area. */
 static int
 req_smtp_body(acme_smime_ctx *ctx)
 {
-	int r = mx_command(ctx, MX_SMTP, "", NULL, 0);
+	long n = engine_dot_stuff(ctx, ctx->reply_len);
+	int r;
 
+	if (n < 0) {
+		engine_fail(ctx, (int)n, 0, "the response mail does not fit once dot-stuffed");
+		return (int)n;
+	}
+	r = mx_command(ctx, MX_SMTP, "", NULL, 0);
 	ctx->mx_from = MX_FROM_AREA;
-	ctx->req_len = ctx->reply_len;
+	ctx->req_len = ctx->reply_len = (size_t)n;
 	return r;
 }
 
@@ -10868,6 +10890,8 @@ resp_smtp_quit(acme_smime_ctx *ctx)
 	tls_close(ctx);
 	return engine_reply_grace(ctx);
 }
+
+#endif /* ACME_SMIME_NO_MAIL_CLIENTS */
 
 /* --- the caller's mailbox (ports->mailbox) instead of POP3 and SMTP --- */
 
@@ -11061,6 +11085,14 @@ engine_email_authz(acme_smime_ctx *ctx)
 	    "mail-delivery");
 }
 
+/* The mail states' functions, or NULL without the mail clients (those
+ * states are then never entered). */
+#ifndef ACME_SMIME_NO_MAIL_CLIENTS
+#define MAIL_FN(f) f
+#else
+#define MAIL_FN(f) NULL
+#endif
+
 /* How a state talks: not at all, over HTTP to the ACME server, or with a
  * mail server. */
 #define TALK_LOCAL 0
@@ -11076,45 +11108,45 @@ typedef struct {
 } engine_state;
 
 static const engine_state engine_states[ST_COUNT] = {
-	{ "directory",           req_directory,         resp_directory,         TALK_HTTP, 0 },
-	{ "new-nonce",           req_nonce,             resp_nonce,             TALK_HTTP, 0 },
-	{ "new-account",         req_account,           resp_account,           TALK_HTTP, 1 },
-	{ "new-order",           req_order,             resp_order,             TALK_HTTP, 1 },
-	{ "authorization",       req_authz,             resp_authz,             TALK_HTTP, 1 },
-	{ "challenge-provision", NULL,                  local_challenge_provision, TALK_LOCAL, 0 },
-	{ "challenge-respond",   req_challenge_respond, resp_challenge_respond, TALK_HTTP, 1 },
-	{ "authorization-poll",  req_authz,             resp_authz_poll,        TALK_HTTP, 1 },
-	{ "finalize",            req_finalize,          resp_finalize,          TALK_HTTP, 1 },
-	{ "order-poll",          req_order_poll,        resp_order_poll,        TALK_HTTP, 1 },
-	{ "download",            req_download,          resp_download,          TALK_HTTP, 1 },
-	{ "resume-order",        req_order_poll,        resp_resume,            TALK_HTTP, 1 },
-	{ "pop3-connect",        req_pop3_connect,      resp_pop3_greeting,     TALK_MAIL, 0 },
-	{ "pop3-capa",           req_pop3_capa,         resp_pop3_capa,         TALK_MAIL, 0 },
-	{ "pop3-stls",           req_pop3_stls,         resp_pop3_stls,         TALK_MAIL, 0 },
-	{ "pop3-user",           req_pop3_user,         resp_pop3_user,         TALK_MAIL, 0 },
-	{ "pop3-pass",           req_pop3_pass,         resp_pop3_pass,         TALK_MAIL, 0 },
-	{ "pop3-uidl",           req_pop3_uidl,         resp_pop3_uidl,         TALK_MAIL, 0 },
-	{ "pop3-list",           req_pop3_list,         resp_pop3_list,         TALK_MAIL, 0 },
-	{ "pop3-top",            req_pop3_top,          resp_pop3_top,          TALK_MAIL, 0 },
-	{ "pop3-retr",           req_pop3_retr,         resp_pop3_retr,         TALK_MAIL, 0 },
-	{ "pop3-dele",           req_pop3_dele,         resp_pop3_dele,         TALK_MAIL, 0 },
-	{ "pop3-quit",           req_pop3_quit,         resp_pop3_quit,         TALK_MAIL, 0 },
-	{ "smtp-connect",        req_smtp_connect,      resp_smtp_greeting,     TALK_MAIL, 0 },
-	{ "smtp-ehlo",           req_smtp_ehlo,         resp_smtp_ehlo,         TALK_MAIL, 0 },
-	{ "smtp-starttls",       req_smtp_starttls,     resp_smtp_starttls,     TALK_MAIL, 0 },
-	{ "smtp-auth",           req_smtp_auth,         resp_smtp_auth,         TALK_MAIL, 0 },
-	{ "smtp-auth-user",      req_smtp_auth_user,    resp_smtp_auth_user,    TALK_MAIL, 0 },
-	{ "smtp-auth-pass",      req_smtp_auth_pass,    resp_smtp_auth_pass,    TALK_MAIL, 0 },
-	{ "smtp-mail-from",      req_smtp_mail,         resp_smtp_mail,         TALK_MAIL, 0 },
-	{ "smtp-rcpt-to",        req_smtp_rcpt,         resp_smtp_rcpt,         TALK_MAIL, 0 },
-	{ "smtp-data",           req_smtp_data,         resp_smtp_data,         TALK_MAIL, 0 },
-	{ "smtp-reply",          req_smtp_body,         resp_smtp_body,         TALK_MAIL, 0 },
-	{ "smtp-quit",           req_smtp_quit,         resp_smtp_quit,         TALK_MAIL, 0 },
-	{ "mailbox-list",        NULL,                  local_mbox_list,        TALK_LOCAL, 0 },
-	{ "mailbox-read",        NULL,                  local_mbox_read,        TALK_LOCAL, 0 },
-	{ "mailbox-remove",      NULL,                  local_mbox_remove,      TALK_LOCAL, 0 },
-	{ "mailbox-send",        NULL,                  local_mbox_send,        TALK_LOCAL, 0 },
-	{ "done",                NULL,                  NULL,                   TALK_LOCAL, 0 },
+	{ "directory",            req_directory,                resp_directory,                TALK_HTTP,   0 },
+	{ "new-nonce",            req_nonce,                    resp_nonce,                    TALK_HTTP,   0 },
+	{ "new-account",          req_account,                  resp_account,                  TALK_HTTP,   1 },
+	{ "new-order",            req_order,                    resp_order,                    TALK_HTTP,   1 },
+	{ "authorization",        req_authz,                    resp_authz,                    TALK_HTTP,   1 },
+	{ "challenge-provision",  NULL,                         local_challenge_provision,     TALK_LOCAL,  0 },
+	{ "challenge-respond",    req_challenge_respond,        resp_challenge_respond,        TALK_HTTP,   1 },
+	{ "authorization-poll",   req_authz,                    resp_authz_poll,               TALK_HTTP,   1 },
+	{ "finalize",             req_finalize,                 resp_finalize,                 TALK_HTTP,   1 },
+	{ "order-poll",           req_order_poll,               resp_order_poll,               TALK_HTTP,   1 },
+	{ "download",             req_download,                 resp_download,                 TALK_HTTP,   1 },
+	{ "resume-order",         req_order_poll,               resp_resume,                   TALK_HTTP,   1 },
+	{ "pop3-connect",         MAIL_FN(req_pop3_connect),    MAIL_FN(resp_pop3_greeting),   TALK_MAIL,   0 },
+	{ "pop3-capa",            MAIL_FN(req_pop3_capa),       MAIL_FN(resp_pop3_capa),       TALK_MAIL,   0 },
+	{ "pop3-stls",            MAIL_FN(req_pop3_stls),       MAIL_FN(resp_pop3_stls),       TALK_MAIL,   0 },
+	{ "pop3-user",            MAIL_FN(req_pop3_user),       MAIL_FN(resp_pop3_user),       TALK_MAIL,   0 },
+	{ "pop3-pass",            MAIL_FN(req_pop3_pass),       MAIL_FN(resp_pop3_pass),       TALK_MAIL,   0 },
+	{ "pop3-uidl",            MAIL_FN(req_pop3_uidl),       MAIL_FN(resp_pop3_uidl),       TALK_MAIL,   0 },
+	{ "pop3-list",            MAIL_FN(req_pop3_list),       MAIL_FN(resp_pop3_list),       TALK_MAIL,   0 },
+	{ "pop3-top",             MAIL_FN(req_pop3_top),        MAIL_FN(resp_pop3_top),        TALK_MAIL,   0 },
+	{ "pop3-retr",            MAIL_FN(req_pop3_retr),       MAIL_FN(resp_pop3_retr),       TALK_MAIL,   0 },
+	{ "pop3-dele",            MAIL_FN(req_pop3_dele),       MAIL_FN(resp_pop3_dele),       TALK_MAIL,   0 },
+	{ "pop3-quit",            MAIL_FN(req_pop3_quit),       MAIL_FN(resp_pop3_quit),       TALK_MAIL,   0 },
+	{ "smtp-connect",         MAIL_FN(req_smtp_connect),    MAIL_FN(resp_smtp_greeting),   TALK_MAIL,   0 },
+	{ "smtp-ehlo",            MAIL_FN(req_smtp_ehlo),       MAIL_FN(resp_smtp_ehlo),       TALK_MAIL,   0 },
+	{ "smtp-starttls",        MAIL_FN(req_smtp_starttls),   MAIL_FN(resp_smtp_starttls),   TALK_MAIL,   0 },
+	{ "smtp-auth",            MAIL_FN(req_smtp_auth),       MAIL_FN(resp_smtp_auth),       TALK_MAIL,   0 },
+	{ "smtp-auth-user",       MAIL_FN(req_smtp_auth_user),  MAIL_FN(resp_smtp_auth_user),  TALK_MAIL,   0 },
+	{ "smtp-auth-pass",       MAIL_FN(req_smtp_auth_pass),  MAIL_FN(resp_smtp_auth_pass),  TALK_MAIL,   0 },
+	{ "smtp-mail-from",       MAIL_FN(req_smtp_mail),       MAIL_FN(resp_smtp_mail),       TALK_MAIL,   0 },
+	{ "smtp-rcpt-to",         MAIL_FN(req_smtp_rcpt),       MAIL_FN(resp_smtp_rcpt),       TALK_MAIL,   0 },
+	{ "smtp-data",            MAIL_FN(req_smtp_data),       MAIL_FN(resp_smtp_data),       TALK_MAIL,   0 },
+	{ "smtp-reply",           MAIL_FN(req_smtp_body),       MAIL_FN(resp_smtp_body),       TALK_MAIL,   0 },
+	{ "smtp-quit",            MAIL_FN(req_smtp_quit),       MAIL_FN(resp_smtp_quit),       TALK_MAIL,   0 },
+	{ "mailbox-list",         NULL,                         local_mbox_list,               TALK_LOCAL,  0 },
+	{ "mailbox-read",         NULL,                         local_mbox_read,               TALK_LOCAL,  0 },
+	{ "mailbox-remove",       NULL,                         local_mbox_remove,             TALK_LOCAL,  0 },
+	{ "mailbox-send",         NULL,                         local_mbox_send,               TALK_LOCAL,  0 },
+	{ "done",                 NULL,                         NULL,                          TALK_LOCAL,  0 },
 };
 
 /*
@@ -11235,6 +11267,13 @@ acme_smime_init(acme_smime_ctx *ctx, const acme_smime_config *cfg,
 		}
 		ctx->account_key = *account_key;
 	}
+#ifdef ACME_SMIME_NO_MAIL_CLIENTS
+	if (engine_has_email(cfg) && ports->mailbox == NULL) {
+		engine_fail(ctx, ACME_SMIME_ERR_UNSUPPORTED, 0,
+		    "built without the mail clients: email identifiers need ports.mailbox");
+		return ACME_SMIME_ERR_UNSUPPORTED;
+	}
+#endif
 	tls_setup(ctx, work, BR_SSL_BUFSIZE_MONO);
 	ctx->state = ST_DIRECTORY;
 	ctx->phase = PH_BUILD;

@@ -6,7 +6,8 @@
 # snapshot; and the library's mailbox hooks (a Maildir read directly and
 # Postfix's sendmail) in place of the built-in POP3 and SMTP clients.
 # Dovecot's own session log ("top=N/bytes, retr=N/bytes, del=N/messages")
-# witnesses what the client asked the POP3 server for.
+# witnesses what the client asked the POP3 server for. Last, the CLI built
+# with ACME_SMIME_NO_MAIL_CLIENTS (hooks only).
 # Prints "PASS name" / "FAIL name (why)" per check, last line
 # "N passed, N failed". About 1 minute. E2E_KEEP=1 keeps the logs.
 
@@ -157,5 +158,24 @@ if MAILBOX=maildir cli_kill_at "$D" "$E2E_T/hooks-respond-once.flash" \
 else
 	fail hooks-respond-once "the run was not killed in the grace wait" "$E2E_T/hooks-respond-once.log"
 fi
+
+# --- the library built without its mail clients (ACME_SMIME_NO_MAIL_CLIENTS) ---
+# The hooks work as before; the POP3/SMTP options are refused at init
+# with a clear message, and nothing is sent.
+
+NOMAIL_CLI=$E2E_TOP/build/acme-smime-enroll-nomail
+ca_restart "$D"
+CLI=$NOMAIL_CLI MAILBOX=maildir enroll nomail-hooks --mail-delete
+if ! why=$(ok_enrollment); then fail nomail-build-hooks "$why" "$LOG"
+elif ! grep -q 'reply handed to the mailbox hook' "$LOG"; then
+	fail nomail-build-hooks "the reply did not go through the hook" "$LOG"
+else pass nomail-build-hooks; fi
+CLI=$NOMAIL_CLI enroll nomail-pop3-refused
+if [ "$RC" -eq 0 ]; then fail nomail-build-refuses-pop3 "exit 0" "$LOG"
+elif ! grep -q 'built without the mail clients' "$LOG"; then
+	fail nomail-build-refuses-pop3 "no 'built without the mail clients' message" "$LOG"
+elif [ "$orders" -ne 0 ] || [ "$responses" -ne 0 ]; then
+	fail nomail-build-refuses-pop3 "$orders orders, $responses responses" "$LOG"
+else pass nomail-build-refuses-pop3; fi
 
 e2e_finish

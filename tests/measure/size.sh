@@ -55,6 +55,11 @@ echo "largest stack frames of acme_smime.c on Cortex-M4 (gcc -fstack-usage, byte
 sort -t"$(printf '\t')" -k2 -n -r "$W/acme_smime.su" | awk 'NR<=8' |
 	awk -F'\t' '{n=split($1,a,":"); printf "  %6d  %s\n", $2, a[n]}'
 read -r text data bss _ < <(arm-none-eabi-size "$W/acme_smime.o" | awk 'NR==2')
+# The same without the POP3 and SMTP clients (the mailbox hooks instead).
+arm-none-eabi-gcc $CF -std=c99 -Wall -Wextra -Werror -I"$W/inc" -I. "$@" \
+	-DACME_SMIME_NO_MAIL_CLIENTS -c acme_smime.c -o "$W/acme_smime_nomail.o"
+text_nomail=$(arm-none-eabi-size "$W/acme_smime_nomail.o" | awk 'NR==2 {print $1}')
+echo "with -DACME_SMIME_NO_MAIL_CLIENTS: text $text_nomail"
 
 echo
 echo "== 2. BearSSL for Cortex-M4 from Debian's source"
@@ -118,6 +123,7 @@ cat "$BR"/obj/*.su "$W/acme_smime.su" 2>/dev/null |
 
 {
 	echo "obj_text=$text"
+	echo "obj_text_nomail=$text_nomail"
 	echo "obj_data=$data"
 	echo "obj_bss=$bss"
 	cat "$R/size-sections.kv" "$R/size-fw.kv"
