@@ -181,17 +181,23 @@ if [ "$FUZZ_RUNS" -gt 0 ]; then
         build/fuzz/fuzz_engine_replay --expect-done tests/fuzz/corpus/fuzz_engine/full-*
 fi
 
-# run_suite NAME SCRIPT: an integration script that prints PASS/FAIL lines
-# and ends with "N passed, N failed"; its counts join the totals. A script
-# that dies without that line counts as one failure.
-run_suite() {
-    local name=$1 script=$2 last p f t0=$SECONDS
-    if timeout "$SUITE_TIMEOUT" bash "$script" >"$log" 2>&1; then :; fi
-    t0=$((SECONDS - t0))
-    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+# Integration scripts print PASS/FAIL lines and end with "N passed, N
+# failed"; their counts join the totals. A script that dies without that
+# line counts as one failure. suite_run SCRIPT OUT runs one, its output
+# into OUT and its time into OUT.time; suite_report NAME OUT counts it.
+suite_run() {
+    local t0=$SECONDS
+    if timeout "$SUITE_TIMEOUT" bash "$1" >"$2" 2>&1; then :; fi
+    echo $((SECONDS - t0)) >"$2.time"
+}
+
+suite_report() {
+    local name=$1 out=$2 last p f t
+    t=$(cat "$out.time" 2>/dev/null || echo "?")
+    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
     if [ -z "$last" ]; then
-        echo "FAIL  suite: $name (no summary line)"
-        show_log
+        echo "FAIL  suite: $name (no summary line, $t s)"
+        sed 's/^/    | /' "$out"
         total_failed=$((total_failed + 1))
         return
     fi
@@ -201,27 +207,47 @@ run_suite() {
     total_passed=$((total_passed + p))
     total_failed=$((total_failed + f))
     if [ "$f" -eq 0 ]; then
-        echo "PASS  suite: $name ($p passed, $t0 s)"
+        echo "PASS  suite: $name ($p passed, $t s)"
     else
-        echo "FAIL  suite: $name ($p passed, $f failed, $t0 s)"
-        grep -E '^FAIL' "$log" | sed 's/^/    /'
-        [ "${VERBOSE:-0}" = 1 ] && show_log
+        echo "FAIL  suite: $name ($p passed, $f failed, $t s)"
+        grep -E '^FAIL' "$out" | sed 's/^/    /'
+        [ "${VERBOSE:-0}" = 1 ] && sed 's/^/    | /' "$out"
     fi
 }
 
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-900}
 # Suites that start the test environment take free ports: nothing else
-# running on this machine can collide with them.
+# running on this machine can collide with them. They spend most of their
+# time waiting on servers and timers, so they run in two lanes at once
+# (SUITE_LANES=1: one after the other); results are reported in order.
 export TESTENV_PORTS=auto
+LANE_A="tests/examples_test.sh tests/pebble/cli_pebble_test.sh tests/ca/selftest.sh
+    tests/lwip/lwip_test.sh tests/dns_txt_test.sh tests/e2e/rfc8823_test.sh
+    tests/valgrind_test.sh"
+LANE_B="tests/e2e/mailbox_test.sh tests/e2e/smime_test.sh tests/e2e/powercut_test.sh
+    tests/e2e/kill9_test.sh tests/e2e/renewal_test.sh"
 if [ "${INTEGRATION:-1}" != 0 ]; then
-    for suite in tests/examples_test.sh tests/pebble/cli_pebble_test.sh \
-            tests/ca/selftest.sh tests/lwip/lwip_test.sh tests/dns_txt_test.sh \
-            tests/e2e/rfc8823_test.sh tests/e2e/mailbox_test.sh tests/e2e/smime_test.sh \
-            tests/e2e/powercut_test.sh \
-            tests/e2e/kill9_test.sh tests/e2e/renewal_test.sh \
-            tests/valgrind_test.sh; do
-        [ -e "$suite" ] && run_suite "$suite" "$suite"
+    suites_dir=$(mktemp -d)
+    out_of() { echo "$suites_dir/$(echo "$1" | tr / _)"; }
+    run_lane() {
+        local suite
+        for suite in $1; do
+            [ -e "$suite" ] && suite_run "$suite" "$(out_of "$suite")"
+        done
+        return 0
+    }
+    if [ "${SUITE_LANES:-2}" = 1 ]; then
+        run_lane "$LANE_A $LANE_B"
+    else
+        run_lane "$LANE_B" &
+        lane_b=$!
+        run_lane "$LANE_A"
+        wait "$lane_b"
+    fi
+    for suite in $LANE_A $LANE_B; do
+        [ -e "$suite" ] && suite_report "$suite" "$(out_of "$suite")"
     done
+    rm -rf "$suites_dir"
     # The README's first command: its script ends with the chain check.
     run_check "make demo's enrollment (tests/demo.sh)" bash tests/demo.sh
 fi
