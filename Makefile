@@ -74,7 +74,8 @@ FUZZ_HOUR_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECOND
 all: $(BUILD)/gcc/acme_smime.o $(BUILD)/clang/acme_smime.o $(EXAMPLES) \
 	$(BUILD)/acme-smime-lwip $(BUILD)/clang/acme_smime_lwip.o \
 	$(BUILD)/clang/http01.o $(BUILD)/clang/cli.o \
-	$(BUILD)/clang/acme_smime_nomail.o $(BUILD)/acme-smime-enroll-nomail
+	$(BUILD)/clang/acme_smime_nomail.o $(BUILD)/acme-smime-enroll-nomail \
+	$(BUILD)/maildir_list
 
 deps:
 	sh tests/install_deps.sh
@@ -128,6 +129,10 @@ $(BUILD)/acme-smime-enroll-nomail: examples/posix/acme-smime-enroll.c $(CLI_SRCS
 		$(POSIX_PORT) $(CLI_HDRS) $(wildcard port/posix/*.h) $(COMMON_HDRS) $(LIB_DEPS)
 	$(GCC) $(STRICT_CFLAGS) $(NOMAIL) -I. -Iexamples/common -Iport/posix -Iport/common $< \
 		$(CLI_SRCS) $(POSIX_PORT) $(LIB_SRC) $(LIBS) -o $@
+
+$(BUILD)/maildir_list: tests/tools/maildir_list.c port/posix/maildir.c port/posix/maildir.h \
+		acme_smime.h
+	$(GCC) $(STRICT_CFLAGS) -I. -Iport/posix $< port/posix/maildir.c -o $@
 
 $(BUILD)/clang/http01.o: $(COMMON_PORT) $(COMMON_HDRS) acme_smime.h
 	@mkdir -p $(@D)

@@ -38,6 +38,54 @@ visible(const struct dirent *d)
 	return d->d_name[0] != '.';
 }
 
+/* A Maildir name's delivery time: the seconds before the first dot and
+ * the digits after an "M" in the unique part (0 when there are none). */
+static void
+delivery_time(const char *name, unsigned long long *sec, unsigned long *usec)
+{
+	const char *p = name, *end = name + strcspn(name, ".:");
+
+	*sec = 0;
+	*usec = 0;
+	for (; p < end && *p >= '0' && *p <= '9'; p++) {
+		*sec = *sec * 10 + (unsigned)(*p - '0');
+	}
+	if (*end != '.') {
+		return;
+	}
+	for (p = end + 1; *p != '\0' && *p != '.' && *p != ':'; p++) {
+		if (*p == 'M' && p[1] >= '0' && p[1] <= '9') {
+			for (p++; *p >= '0' && *p <= '9' && *usec < 100000000ul; p++) {
+				*usec = *usec * 10 + (unsigned long)(*p - '0');
+			}
+			return;
+		}
+	}
+}
+
+static int
+delivery_order(const char *a, const char *b)
+{
+	unsigned long long sa, sb;
+	unsigned long ua, ub;
+
+	delivery_time(a, &sa, &ua);
+	delivery_time(b, &sb, &ub);
+	if (sa != sb) {
+		return sa < sb ? -1 : 1;
+	}
+	if (ua != ub) {
+		return ua < ub ? -1 : 1;
+	}
+	return strcmp(a, b);
+}
+
+static int
+delivery_sort(const struct dirent **a, const struct dirent **b)
+{
+	return delivery_order((*a)->d_name, (*b)->d_name);
+}
+
 static int
 path_of(const struct acme_smime_maildir *md, int sub, const char *name, char *out,
 	size_t size)
@@ -70,7 +118,7 @@ acme_smime_maildir_init(struct acme_smime_maildir *md, const char *dir,
 	return 0;
 }
 
-/* new/ and cur/, each sorted by name, merged: delivery order. */
+/* new/ and cur/, each in delivery order, merged. */
 int
 acme_smime_maildir_list(struct acme_smime_maildir *md,
 	acme_smime_mail_entry_fn entry, void *arg)
@@ -81,14 +129,14 @@ acme_smime_maildir_list(struct acme_smime_maildir *md,
 
 	for (k = 0; k < 2 && r == 0; k++) {
 		if (path_of(md, k, "", path, sizeof path) != 0 ||
-		    (n[k] = scandir(path, &list[k], visible, alphasort)) < 0) {
+		    (n[k] = scandir(path, &list[k], visible, delivery_sort)) < 0) {
 			n[k] = 0;
 			r = -1;
 		}
 	}
 	while (r == 0 && (i[0] < n[0] || i[1] < n[1])) {
 		int s = i[1] >= n[1] || (i[0] < n[0] &&
-		    strcmp(list[0][i[0]]->d_name, list[1][i[1]]->d_name) < 0) ? 0 : 1;
+		    delivery_order(list[0][i[0]]->d_name, list[1][i[1]]->d_name) < 0) ? 0 : 1;
 		const char *name = list[s][i[s]++]->d_name;
 		struct stat st;
 

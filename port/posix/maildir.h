@@ -12,8 +12,12 @@
  *   if (acme_smime_maildir_init(&md, "/var/mail/device/Maildir",
  *       "/usr/sbin/sendmail") != 0) ...
  *
- * Messages are the files of new/ and cur/, in the order of their names
- * (Maildir names start with the delivery time). A message's id is its
+ * Messages are the files of new/ and cur/, in delivery order: by the
+ * seconds that start a Maildir name, then the microseconds of its "M"
+ * field (Postfix "V..I..M<usec>", Dovecot "M<usec>P<pid>"), then the
+ * name; the order the engine relies on in a large mailbox, and that a
+ * plain sort of the names does not give within one second (Postfix puts
+ * the inode first). A message's id is its
  * file name without the ":2,flags" info (which changes when a mail
  * reader marks it), cut to ACME_SMIME_MAX_MAIL_ID characters. Maildir
  * files have LF line ends; the library accepts them.

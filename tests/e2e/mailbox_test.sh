@@ -119,6 +119,23 @@ else pass big-message-skipped; fi
 
 # --- the mailbox hooks: a Maildir and Postfix's sendmail ------------------------
 
+# The Maildir port lists in delivery order, also within one second, where
+# names do not sort so: Postfix writes "SEC.V<dev>I<inode>M<usec>.host"
+# (the inode first), Dovecot "SEC.M<usec>P<pid>.host". Names as both write
+# them, in a Maildir of our own; the order must follow SEC, then usec.
+MD=$E2E_T/order-maildir
+mkdir -p "$MD/new" "$MD/cur" "$MD/tmp"
+for name in 1795955005.Vfe00Iaa6299M714090.vm 1795955005.Vfe00Iaa629bM624794.vm \
+	1795955006.M100P7.host 1795955005.Vfe00Iaa629cM805157.vm:2,S \
+	1795955004.Vfe00Iaa6290M999999.vm; do
+	sub=new
+	case $name in *:2,*) sub=cur ;; esac
+	printf 'Subject: x\n\nx\n' >"$MD/$sub/$name"
+done
+order=$("$E2E_TOP/build/maildir_list" "$MD" | sed 's/.*M\([0-9]*\).*/\1/' | tr '\n' ' ')
+check maildir-lists-in-delivery-order "listed as: $order" "" \
+	test "$order" = "999999 624794 714090 805157 100 "
+
 mailbox_clear "$D"
 ca_restart "$D"
 MAILBOX=maildir enroll hooks-maildir-sendmail --mail-delete
