@@ -36,7 +36,8 @@ maildir_count() { find "$1/new" "$1/cur" -type f | wc -l; }
 # --- TOP screens, RETR reads only what may be the challenge -----------------
 # Six decoys come before the real mail: four are refused on their header
 # alone (wrong sender, "Re:", no Auto-Submitted, To another address), two
-# only by their signature (none, broken), which needs the whole mail.
+# only by their signature (none, broken), which needs the whole mail: at
+# most 3 RETR, and at least two mails refused on TOP alone.
 
 mailbox_clear "$D"
 ca_restart "$D" CA_DECOY=sender,reply,noauto,wrongto,unsigned,baddkim
@@ -45,7 +46,10 @@ enroll top-screens-decoys
 read -r top retr del _ <<<"$(pop3_stats "$n")"
 if ! why=$(ok_enrollment); then fail top-screens-decoys "$why" "$LOG"
 elif [ "$decoys" -ne 6 ]; then fail top-screens-decoys "the CA sent $decoys decoys" "$LOG"
-elif [ "$top" -ne 7 ] || [ "$retr" -ne 3 ]; then
+elif [ "$retr" -gt 3 ] || [ "$top" -gt 7 ] || [ "$top" -lt $((retr + 2)) ]; then
+	# 7 and 3 when every decoy is listed before the challenge; Dovecot may
+	# number mails delivered between two polls in another order, and what
+	# comes after the challenge is never read
 	fail top-screens-decoys "TOP $top times, RETR $retr times (want 7 and 3)" "$LOG"
 else pass top-screens-decoys; fi
 check keeps-mail-by-default "del=$del, $(mailbox_count "$D") messages left" "$LOG" \
