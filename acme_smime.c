@@ -280,6 +280,25 @@ b64url_encode(char *dst, size_t dst_size, const unsigned char *src, size_t len)
 	return (int)n;
 }
 
+/* Add one 6-bit group to a decoder's accumulator; each complete byte
+ * goes to dst[*out]. Returns 0 or ACME_SMIME_ERR_BUFFER. */
+static int
+b64_put6(unsigned char *dst, size_t dst_size, size_t *out, unsigned long *acc,
+	unsigned *bits, int v)
+{
+	*acc = (*acc << 6) | (unsigned long)v;
+	*bits += 6;
+	if (*bits >= 8) {
+		*bits -= 8;
+		if (*out >= dst_size) {
+			return ACME_SMIME_ERR_BUFFER;
+		}
+		dst[(*out)++] = (unsigned char)(*acc >> *bits);
+		*acc &= (1ul << *bits) - 1;
+	}
+	return 0;
+}
+
 /* Decode src_len characters. Returns the decoded length, or
  * ACME_SMIME_ERR_ENCODING (bad character, impossible length, misplaced or
  * unwanted padding), or ACME_SMIME_ERR_BUFFER. Non-zero unused bits in the
@@ -314,15 +333,8 @@ b64_decode(unsigned char *dst, size_t dst_size, const char *src, size_t src_len,
 		if (v < 0) {
 			return ACME_SMIME_ERR_ENCODING;
 		}
-		acc = (acc << 6) | (unsigned long)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (out >= dst_size) {
-				return ACME_SMIME_ERR_BUFFER;
-			}
-			dst[out++] = (unsigned char)(acc >> bits);
-			acc &= (1ul << bits) - 1;
+		if (b64_put6(dst, dst_size, &out, &acc, &bits, v) < 0) {
+			return ACME_SMIME_ERR_BUFFER;
 		}
 	}
 	return (int)out;
@@ -3603,15 +3615,8 @@ b64_decode_text(unsigned char *dst, size_t dst_size, const char *s, size_t len)
 			return ACME_SMIME_ERR_ENCODING;
 		}
 		n++;
-		acc = (acc << 6) | (unsigned long)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (out >= dst_size) {
-				return ACME_SMIME_ERR_BUFFER;
-			}
-			dst[out++] = (unsigned char)(acc >> bits);
-			acc &= (1ul << bits) - 1;
+		if (b64_put6(dst, dst_size, &out, &acc, &bits, v) < 0) {
+			return ACME_SMIME_ERR_BUFFER;
 		}
 	}
 	if (n % 4 == 1 || pad > 2 || (pad > 0 && (n + pad) % 4 != 0)) {
@@ -10372,14 +10377,15 @@ req_pop3_uidl(acme_smime_ctx *ctx)
 static void
 pop3_body_line(acme_smime_ctx *ctx)
 {
-	const char *p = ctx->line, *sp = memchr(p, ' ', ctx->line_len);
-	long num = sp != NULL && sp > p && sp - p <= 9 ?
-	    parse_digits(p, (size_t)(sp - p)) : -1;
+	const char *p = ctx->line, *sp;
+	long num;
 
 	if (ctx->state == ST_POP3_CAPA) {
 		pop3_capa_line(ctx);
 		return;
 	}
+	sp = memchr(p, ' ', ctx->line_len);
+	num = sp != NULL && sp > p && sp - p <= 9 ? parse_digits(p, (size_t)(sp - p)) : -1;
 	if (num <= 0) {
 		ctx->list_bad = 1;
 		return;

@@ -62,7 +62,7 @@ done
 
 # case_i I DIR: run case I, write its result block to $E2E_T/res/I.
 case_i() {
-	local i=$1 d=$2 s=$E2E_T/c$1 name n why='' rc2 killed=1 ids kind arg nth
+	local i=$1 d=$2 s=$E2E_T/c$1 name n why='' rc2 killed=1 kind arg nth
 	read -r kind arg nth <<<"${CASES[$i]}"
 	if [ "$kind" = state ]; then
 		name=kill9-state-$arg
@@ -83,20 +83,7 @@ case_i() {
 	cli "$d" "$s.flash" "$s.rerun.log" --out-cert "$s.pem" --out-key "$s.key"
 	rc2=$?
 	ev_summary "$d" "$n"
-	ids=
-	if grep -q 'SMTP: sending the reply' "$s.kill.log"; then
-		ids=$(sed -n 's/.*challenge mail accepted: answering \(<[^>]*>\).*/\1/p' \
-			"$s.kill.log" "$s.rerun.log" | sort | uniq -d)
-	fi
-	if [ -n "$why" ]; then :
-	elif [ "$rc2" -ne 0 ]; then why="the rerun exited $rc2"
-	elif ! why=$(cert_check "$d" "$s.pem" "$s.key" "$EMAIL"); then :
-	elif [ "$accounts" -gt 1 ]; then why="$accounts accounts created"
-	elif [ "$max_resp" -gt 1 ]; then why="challenge $twice answered $max_resp times (CA)"
-	elif [ -n "$ids" ]; then why="challenge mail $ids answered again after its reply may have left"
-	elif [ "$decoy_answers" -gt 0 ]; then why="a decoy was answered"
-	elif [ "$issued" -lt 1 ]; then why="no certificate issued"
-	fi
+	[ -n "$why" ] || why=$(rerun_verdict "$d" "$s.kill.log" "$s.rerun.log" "$rc2" "$s")
 	{
 		if [ -z "$why" ]; then
 			if [ "$killed" -eq 0 ]; then

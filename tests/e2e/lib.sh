@@ -361,3 +361,25 @@ expect_ok() {
 	enroll "$name" "$@"
 	if why=$(ok_enrollment); then pass "$name"; else fail "$name" "$why" "$LOG"; fi
 }
+
+# rerun_verdict DIR FIRST_LOG RERUN_LOG RC PREFIX: after a run that was
+# interrupted (FIRST_LOG) and its rerun (RERUN_LOG, exit RC, certificate
+# and key at PREFIX.pem/.key, the events counted by ev_summary): prints
+# what is wrong, nothing when all holds. A mail the first run answered
+# counts only when its reply may have left (the SMTP session began:
+# "answered" was stored before it).
+rerun_verdict() {
+	local d=$1 first=$2 rerun=$3 rc=$4 prefix=$5 ids= why
+	if grep -q 'SMTP: sending the reply' "$first"; then
+		ids=$(sed -n 's/.*challenge mail accepted: answering \(<[^>]*>\).*/\1/p' \
+			"$first" "$rerun" | sort | uniq -d)
+	fi
+	if [ "$rc" -ne 0 ]; then echo "the rerun exited $rc"
+	elif ! why=$(cert_check "$d" "$prefix.pem" "$prefix.key" "$EMAIL"); then echo "$why"
+	elif [ "$accounts" -gt 1 ]; then echo "$accounts accounts created"
+	elif [ "$max_resp" -gt 1 ]; then echo "challenge $twice answered $max_resp times (CA)"
+	elif [ -n "$ids" ]; then echo "challenge mail $ids answered again after its reply may have left"
+	elif [ "$decoy_answers" -gt 0 ]; then echo "a decoy was answered"
+	elif [ "$issued" -lt 1 ]; then echo "no certificate issued"
+	fi
+}

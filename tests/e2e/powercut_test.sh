@@ -50,7 +50,7 @@ echo "# $N flash operations in a complete enrollment: cutting at each, $LANES la
 
 # case_k K DIR: writes the result block to $E2E_T/res/K.
 case_k() {
-	local k=$1 d=$2 out=$E2E_T/res/$1 s=$E2E_T/k$1 n rc1 rc2 why='' ops state ids
+	local k=$1 d=$2 out=$E2E_T/res/$1 s=$E2E_T/k$1 n rc1 rc2 why='' ops state
 	mailbox_clear "$d" >/dev/null 2>&1
 	n=$(ev_lines "$d")
 	ACME_SMIME_FLASH_CUT_AFTER=$k cli "$d" "$s.flash" "$s.cut.log"
@@ -63,23 +63,7 @@ case_k() {
 	cli "$d" "$s.flash" "$s.rerun.log" --out-cert "$s.pem" --out-key "$s.key"
 	rc2=$?
 	ev_summary "$d" "$n"
-	# A mail the cut run answered counts only when its reply may have left
-	# (the SMTP session began: "answered" was stored before it); a cut
-	# while storing "answered" leaves the reply unsent, to be made again.
-	ids=
-	if grep -q 'SMTP: sending the reply' "$s.cut.log"; then
-		ids=$(sed -n 's/.*challenge mail accepted: answering \(<[^>]*>\).*/\1/p' \
-			"$s.cut.log" "$s.rerun.log" | sort | uniq -d)
-	fi
-	if [ -n "$why" ]; then :
-	elif [ "$rc2" -ne 0 ]; then why="the run after the cut exited $rc2"
-	elif ! why=$(cert_check "$d" "$s.pem" "$s.key" "$EMAIL"); then :
-	elif [ "$accounts" -gt 1 ]; then why="$accounts accounts created"
-	elif [ "$max_resp" -gt 1 ]; then why="challenge $twice answered $max_resp times (CA)"
-	elif [ -n "$ids" ]; then why="challenge mail $ids answered by both runs"
-	elif [ "$decoy_answers" -gt 0 ]; then why="a decoy was answered"
-	elif [ "$issued" -lt 1 ]; then why="no certificate issued"
-	fi
+	[ -n "$why" ] || why=$(rerun_verdict "$d" "$s.cut.log" "$s.rerun.log" "$rc2" "$s")
 	{
 		if [ -z "$why" ]; then
 			echo "PASS powercut-k$k (cut in ${state:-?}; $orders orders, $responses responses)"
